@@ -1,0 +1,257 @@
+"""The typed results that pass between stages (see DESIGN.md, "The contracts").
+
+Each stage takes the previous stage's result and returns its own:
+
+    Script -> Speech -> MotionTrack (raw) -> MotionTrack (governed) + gains -> frames -> MP4
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+IntentType = Literal["pause", "neutral", "emphasis"]
+INTENT_TYPES: tuple[str, ...] = ("pause", "neutral", "emphasis")
+
+#: Video frame rate of every stage after speech, frames per second.
+FPS = 25
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of a script.
+
+    text: the words spoken (empty for a pause).
+    intent_type: "pause" | "neutral" | "emphasis".
+    intensity: 0..1; for a pause, its length is carried by ``pause_s``.
+    pause_s: seconds of silence for a pause segment (None elsewhere, or when
+        the speech stage should pick one from the persona's range).
+    """
+
+    text: str
+    intent_type: IntentType
+    intensity: float = 0.0
+    pause_s: float | None = None
+
+    def to_dict(self) -> dict:
+        out: dict = {"text": self.text, "intent_type": self.intent_type, "intensity": round(self.intensity, 4)}
+        if self.pause_s is not None:
+            out["pause_s"] = round(self.pause_s, 4)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Segment:
+        pause_s = data.get("pause_s")
+        return cls(
+            text=str(data.get("text", "")),
+            intent_type=data["intent_type"],
+            intensity=float(data.get("intensity", 0.0)),
+            pause_s=None if pause_s is None else float(pause_s),
+        )
+
+
+@dataclass(frozen=True)
+class ScriptIntent:
+    """An ordered list of segments; its canonical text form is in script.markup."""
+
+    segments: tuple[Segment, ...]
+
+    def to_dict(self) -> dict:
+        return {"segments": [s.to_dict() for s in self.segments]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ScriptIntent:
+        return cls(tuple(Segment.from_dict(s) for s in data["segments"]))
+
+    @property
+    def spoken_text(self) -> str:
+        """The words alone, as a listener hears them."""
+        return " ".join(s.text for s in self.segments if s.intent_type != "pause" and s.text).strip()
+
+
+@dataclass(frozen=True)
+class Script:
+    """Stage 1 result: the script as canonical markup plus its segments.
+
+    backend: which writer produced it ("offline", "gemini", "openai", "given").
+    notice: a sentence for the user when a fallback happened (else "").
+    """
+
+    markup: str
+    intent: ScriptIntent
+    backend: str
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class SegmentSpan:
+    """Where one segment sits in the audio, seconds from the start."""
+
+    index: int
+    intent_type: IntentType
+    intensity: float
+    text: str
+    start_s: float
+    end_s: float
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "intent_type": self.intent_type,
+            "intensity": round(self.intensity, 4),
+            "text": self.text,
+            "start_s": round(self.start_s, 4),
+            "end_s": round(self.end_s, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SegmentSpan:
+        return cls(
+            index=int(data["index"]),
+            intent_type=data["intent_type"],
+            intensity=float(data["intensity"]),
+            text=str(data["text"]),
+            start_s=float(data["start_s"]),
+            end_s=float(data["end_s"]),
+        )
+
+
+@dataclass(frozen=True)
+class PhonemeTiming:
+    """One phoneme (IPA symbol(s)) and when it sounds, seconds from the start."""
+
+    phoneme: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class IntentTimingMap:
+    """What speech hands to motion.
+
+    fps: video frames per second (25).
+    frame_intents: float32 array (num_frames,) in [0, 1]: pause 0.0, neutral
+        0.5, emphasis 0.5 + 0.5 * intensity, with short ramps at changes.
+    total_duration: seconds of audio.
+    num_frames: int(total_duration * fps).
+    spans: one span per script segment, in order.
+    """
+
+    fps: int
+    frame_intents: np.ndarray
+    total_duration: float
+    num_frames: int
+    spans: tuple[SegmentSpan, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "fps": self.fps,
+            "frame_intents": [round(float(v), 4) for v in self.frame_intents],
+            "total_duration": round(self.total_duration, 4),
+            "num_frames": self.num_frames,
+            "segments": [s.to_dict() for s in self.spans],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IntentTimingMap:
+        return cls(
+            fps=int(data["fps"]),
+            frame_intents=np.asarray(data["frame_intents"], dtype=np.float32),
+            total_duration=float(data["total_duration"]),
+            num_frames=int(data["num_frames"]),
+            spans=tuple(SegmentSpan.from_dict(s) for s in data["segments"]),
+        )
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Stage 2 result.
+
+    audio: float32 mono samples in [-1, 1], shape (num_samples,).
+    sample_rate: Hz.
+    timing: the intent timing map for the video frames.
+    phonemes: phoneme timings where the backend has them (Piper), else
+        an empty tuple (motion then falls back to loudness).
+    backend: "piper", "hibari", "xtts".
+    voice: the voice name used.
+    """
+
+    audio: np.ndarray
+    sample_rate: int
+    timing: IntentTimingMap
+    phonemes: tuple[PhonemeTiming, ...]
+    backend: str
+    voice: str
+    notice: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+# Coefficient layouts (see DESIGN.md, MotionTrack). Slices are [start, stop).
+LAYOUTS: dict[str, dict[str, tuple[int, int]]] = {
+    "compact70": {"exp": (0, 64), "angle": (64, 67), "trans": (67, 70)},
+    "compact73": {"exp": (0, 64), "angle": (64, 67), "trans": (67, 70), "crop": (70, 73)},
+    "full257": {
+        "id": (0, 80),
+        "exp": (80, 144),
+        "tex": (144, 224),
+        "angle": (224, 227),
+        "gamma": (227, 254),
+        "trans": (254, 257),
+    },
+}
+
+
+def layout_for_dims(dims: int) -> str:
+    """Name of the layout for a coefficient width (70, 73 or 257)."""
+    for name, slices in LAYOUTS.items():
+        if max(stop for _, stop in slices.values()) == dims:
+            return name
+    raise ValueError(f"no coefficient layout has {dims} dimensions: expected 70, 73 or 257")
+
+
+@dataclass(frozen=True)
+class MotionTrack:
+    """Stage 3a/3b result.
+
+    coeffs: float32 (T, D) with T video frames and D in {70, 73, 257}.
+    fps: frames per second.
+    layout: key of LAYOUTS naming the slices.
+    reference: float32 (D,) coefficients of the source portrait (the
+        "rest" pose the governor scales motion around); zeros for the
+        embedded generator.
+    backend: which generator produced it.
+    """
+
+    coeffs: np.ndarray
+    fps: int
+    layout: str
+    reference: np.ndarray = field(default=None)  # type: ignore[assignment]
+    backend: str = "embedded"
+
+    def __post_init__(self) -> None:
+        if self.reference is None:
+            object.__setattr__(self, "reference", np.zeros(self.coeffs.shape[1], dtype=np.float32))
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.coeffs.shape[0])
+
+    def slice(self, name: str) -> np.ndarray:
+        start, stop = LAYOUTS[self.layout][name]
+        return self.coeffs[:, start:stop]
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
