@@ -30,6 +30,7 @@ class ScriptStyle:
     max_tokens: int = 400  # script length bound in LLM tokens, 16..2048
     pause_range_s: tuple[float, float] = (0.3, 0.4)  # pause length range, seconds, 0.05..2
     emphasis_words: tuple[int, int] = (1, 2)  # emphasised words per sentence, 0..8
+    tone: str = "measured"  # offline writer's phrasing: measured | energetic
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "motion.expressiveness": (0.0, 2.0),
 }
 _BACKENDS = ("auto", "hibari", "piper", "xtts")
+TONES = ("measured", "energetic")
 
 
 def _check_range(where: str, key: str, value: Any) -> None:
@@ -143,6 +145,8 @@ def parse_persona(data: dict[str, Any], source: Path | None = None) -> Persona:
     if not _ID_PATTERN.match(persona_id):
         raise InputError(f"{where}: 'id' = {persona_id!r} must be lower-case letters, digits, '-' or '_'")
     built = {name: _build_table(where, name, cls, data.get(name, {})) for name, cls in tables.items()}
+    if built["script"].tone not in TONES:
+        raise InputError(f"{where}: 'script.tone' = {built['script'].tone!r} must be one of {', '.join(TONES)}")
     if built["speech"].backend not in _BACKENDS:
         raise InputError(f"{where}: 'speech.backend' = {built['speech'].backend!r} must be one of {', '.join(_BACKENDS)}")
     governor = data.get("governor", {})
