@@ -1,0 +1,166 @@
+"""Job folders: ``outputs/persona_<id>/`` with every stage's result.
+
+Files (each written atomically: a temporary name, then a rename):
+
+    request.json        what was asked
+    script.txt          canonical markup; script.json: segments + backend
+    audio.wav           16-bit mono speech
+    timing.json         the IntentTimingMap (fps, frame_intents, total_duration, num_frames, segments)
+    motion_raw.npy      (T, D) float32 coefficients from the motion stage
+    motion_governed.npy (T, D) float32 after the governor; gains.json: per-frame gain curve + config
+    video.mp4           H.264 + AAC; captions.vtt: WebVTT from the segment spans
+    manifest.json       state, per-stage backend and wall time, notices, and the failure if any
+
+The outputs folder is ``outputs/`` beside the working directory unless
+PERSONA_VIDEO_OUTPUTS says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import NotFoundError
+from .types import write_json_atomic
+
+JOB_PREFIX = "persona_"
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+#: the only file names served or read from a job folder
+JOB_FILES = (
+    "request.json",
+    "script.txt",
+    "script.json",
+    "audio.wav",
+    "timing.json",
+    "motion_raw.npy",
+    "motion_governed.npy",
+    "gains.json",
+    "video.mp4",
+    "captions.vtt",
+    "manifest.json",
+)
+
+
+def outputs_dir() -> Path:
+    return Path(os.environ.get("PERSONA_VIDEO_OUTPUTS", "outputs")).resolve()
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def validate_job_id(job_id: str) -> str:
+    """The id if it is one we could have made (32 hex digits); NotFoundError otherwise."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise NotFoundError(f"no job {str(job_id)[:40]!r}: job ids are 32 hexadecimal digits")
+    return job_id
+
+
+@dataclass
+class Job:
+    """A job folder and its manifest, updated as stages finish."""
+
+    job_id: str
+    folder: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def create(cls, request: dict[str, Any], root: Path | None = None) -> Job:
+        root = root or outputs_dir()
+        job_id = new_job_id()
+        folder = root / f"{JOB_PREFIX}{job_id}"
+        folder.mkdir(parents=True, exist_ok=False)
+        job = cls(job_id, folder)
+        job.manifest = {
+            "job_id": job_id,
+            "state": "running",
+            "created": time.time(),
+            "stages": {},
+            "notices": [],
+            "error": None,
+        }
+        job.write_json("request.json", request)
+        job.save_manifest()
+        return job
+
+    @classmethod
+    def open(cls, job_id: str, root: Path | None = None) -> Job:
+        root = root or outputs_dir()
+        folder = root / f"{JOB_PREFIX}{validate_job_id(job_id)}"
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.is_file():
+            raise NotFoundError(f"no job {job_id}: it never existed or was removed by the retention policy")
+        job = cls(job_id, folder)
+        job.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        return job
+
+    def path(self, name: str) -> Path:
+        if name not in JOB_FILES:
+            raise NotFoundError(f"no file {name!r} in a job: known files are {', '.join(JOB_FILES)}")
+        return self.folder / name
+
+    def tmp_path(self, name: str) -> Path:
+        """A temporary sibling for writers that produce a file themselves; finish with commit()."""
+        return self.folder / f".{name}.tmp{self.path(name).suffix}"
+
+    def commit(self, name: str) -> Path:
+        os.replace(self.tmp_path(name), self.path(name))
+        return self.path(name)
+
+    def write_json(self, name: str, data: Any) -> Path:
+        write_json_atomic(self.path(name), data)
+        return self.path(name)
+
+    def write_text(self, name: str, text: str) -> Path:
+        tmp = self.tmp_path(name)
+        tmp.write_text(text, encoding="utf-8")
+        return self.commit(name)
+
+    def write_array(self, name: str, array: np.ndarray) -> Path:
+        tmp = self.tmp_path(name)
+        with open(tmp, "wb") as out:
+            np.save(out, np.asarray(array, dtype=np.float32))
+        return self.commit(name)
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.path(name).read_text(encoding="utf-8"))
+
+    def read_array(self, name: str) -> np.ndarray:
+        return np.load(self.path(name))
+
+    def has(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def record_stage(self, stage: str, backend: str, seconds: float, **extra: Any) -> None:
+        with self._lock:
+            self.manifest["stages"][stage] = {"backend": backend, "seconds": round(seconds, 4), **extra}
+            self.manifest["current_stage"] = stage
+            self.save_manifest()
+
+    def add_notice(self, notice: str) -> None:
+        if notice:
+            with self._lock:
+                self.manifest["notices"].append(notice)
+                self.save_manifest()
+
+    def set_state(self, state: str, **extra: Any) -> None:
+        with self._lock:
+            self.manifest["state"] = state
+            self.manifest.update(extra)
+            self.save_manifest()
+
+    def fail(self, stage: str, message: str) -> None:
+        self.set_state("failed", error={"stage": stage, "message": message}, finished=time.time())
+
+    def save_manifest(self) -> None:
+        write_json_atomic(self.folder / "manifest.json", self.manifest)

@@ -1,0 +1,61 @@
+"""The IntentTimingMap: one intent value per video frame, from segment spans.
+
+Frame values: pause 0.0, neutral 0.5, emphasis 0.5 + 0.5 * intensity, with a
+3-frame (120 ms) ramp at every change, so 0.83 sits between 0.5 and 1.0.
+Frames between the spans of one phrase (the model's word gaps) take the
+value of the nearest span; lead-in and tail silence count as pause.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import FPS, IntentTimingMap, SegmentSpan
+
+RAMP_FRAMES = 3
+
+
+def intent_value(span: SegmentSpan) -> float:
+    """The plateau value of a segment type."""
+    if span.intent_type == "pause":
+        return 0.0
+    if span.intent_type == "emphasis":
+        return 0.5 + 0.5 * float(np.clip(span.intensity, 0.0, 1.0))
+    return 0.5
+
+
+def frame_intents(spans: list[SegmentSpan], num_frames: int, fps: int = FPS) -> np.ndarray:
+    """float32 (num_frames,) intent per frame, ramps included."""
+    if num_frames <= 0:
+        return np.zeros(0, dtype=np.float32)
+    centres = (np.arange(num_frames) + 0.5) / fps
+    values = np.zeros(num_frames, dtype=np.float32)
+    timed = [s for s in spans if s.end_s > s.start_s]
+    if timed:
+        starts = np.array([s.start_s for s in timed])
+        ends = np.array([s.end_s for s in timed])
+        levels = np.array([intent_value(s) for s in timed], dtype=np.float32)
+        # distance from each frame centre to each span (0 inside it)
+        distance = np.maximum(starts[None, :] - centres[:, None], 0.0) + np.maximum(centres[:, None] - ends[None, :], 0.0)
+        nearest = np.argmin(distance, axis=1)
+        values = levels[nearest]
+        speech = [s for s in timed if s.intent_type != "pause"]
+        if speech:
+            first, last = speech[0].start_s, speech[-1].end_s
+            values[(centres < first) | (centres > last)] = 0.0
+    if num_frames >= RAMP_FRAMES:
+        padded = np.pad(values, RAMP_FRAMES // 2, mode="edge")
+        values = np.convolve(padded, np.ones(RAMP_FRAMES) / RAMP_FRAMES, mode="valid").astype(np.float32)
+    return np.clip(values, 0.0, 1.0).astype(np.float32)
+
+
+def build_timing_map(spans: list[SegmentSpan], total_duration_s: float, fps: int = FPS) -> IntentTimingMap:
+    """The map for audio of total_duration_s seconds: num_frames = int(total_duration_s * fps)."""
+    num_frames = int(total_duration_s * fps)
+    return IntentTimingMap(
+        fps=fps,
+        frame_intents=frame_intents(spans, num_frames, fps),
+        total_duration=float(total_duration_s),
+        num_frames=num_frames,
+        spans=tuple(spans),
+    )
