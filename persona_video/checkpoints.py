@@ -217,6 +217,8 @@ def heavy_backend_status(backend: str, root: Path | None = None) -> BackendStatu
     if missing:
         problems.append(f"missing file(s) {', '.join(str(p) for p in missing)} (see checkpoints/README.md)")
     if problems:
+        if "torch" not in packages and importlib.util.find_spec("torch") is not None and cuda_device_name() is None:
+            problems.append("and no CUDA GPU: it would run on CPU, slowly" if cpu_ok else "and no CUDA GPU, which it needs")
         return BackendStatus(backend, stage, False, "; ".join(problems))
     gpu = cuda_device_name()
     if gpu:

