@@ -97,7 +97,11 @@ def backend_dir(backend: str, root: Path | None = None) -> Path:
 
 def missing_weights(backend: str, root: Path | None = None) -> list[Path]:
     """Full paths of the backend's registered files that are not there."""
-    return [weight_path(w.name, root) for w in _WEIGHT_LIST if w.backend == backend and not weight_path(w.name, root).is_file()]
+    return [
+        weight_path(w.name, root)
+        for w in _WEIGHT_LIST
+        if w.backend == backend and not weight_path(w.name, root).is_file()
+    ]
 
 
 def require_weights(backend: str, root: Path | None = None) -> None:
@@ -218,7 +222,9 @@ def heavy_backend_status(backend: str, root: Path | None = None) -> BackendStatu
         problems.append(f"missing file(s) {', '.join(str(p) for p in missing)} (see checkpoints/README.md)")
     if problems:
         if "torch" not in packages and importlib.util.find_spec("torch") is not None and cuda_device_name() is None:
-            problems.append("and no CUDA GPU: it would run on CPU, slowly" if cpu_ok else "and no CUDA GPU, which it needs")
+            problems.append(
+                "and no CUDA GPU: it would run on CPU, slowly" if cpu_ok else "and no CUDA GPU, which it needs"
+            )
         return BackendStatus(backend, stage, False, "; ".join(problems))
     gpu = cuda_device_name()
     if gpu:

@@ -42,7 +42,11 @@ def _script_entries(env: Mapping[str, str]) -> list[dict]:
     if base_url and model:
         local = _entry("script", "openai", True, f"local OpenAI-compatible server {base_url}, model {model}", "service")
     else:
-        unset = [name for name, value in (("PERSONA_VIDEO_LLM_BASE_URL", base_url), ("PERSONA_VIDEO_LLM_MODEL", model)) if not value]
+        unset = [
+            name
+            for name, value in (("PERSONA_VIDEO_LLM_BASE_URL", base_url), ("PERSONA_VIDEO_LLM_MODEL", model))
+            if not value
+        ]
         local = _entry("script", "openai", False, f"not configured: set {' and '.join(unset)}", "service")
     offline = _entry("script", "offline", True, "embedded writer, always available (no network)", "embedded")
     return [gemini, local, offline]

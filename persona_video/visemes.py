@@ -159,7 +159,7 @@ def _symbol_pieces(symbols: str, start_s: float, end_s: float) -> list[_Piece]:
     weights = [1.2] + [1.0] * (len(classes) - 1)
     unit_s = (end_s - start_s) / sum(weights)
     pieces, at_s = [], start_s
-    for weight, cls in zip(weights, classes):
+    for weight, cls in zip(weights, classes, strict=True):
         pieces.append(_Piece(at_s, at_s + weight * unit_s, _VISEMES[cls], 0))
         at_s += weight * unit_s
     return pieces
@@ -204,7 +204,9 @@ def _hann_smooth(curves: np.ndarray, width_s: float) -> np.ndarray:
     return out
 
 
-def frame_loudness_db(audio: np.ndarray, sample_rate: int, fps: int, num_frames: int, window_s: float = 0.1) -> np.ndarray:
+def frame_loudness_db(
+    audio: np.ndarray, sample_rate: int, fps: int, num_frames: int, window_s: float = 0.1
+) -> np.ndarray:
     """Loudness per video frame in dB: RMS over window_s centred on each frame, floored 60 dB below peak.
 
     The energy is summed in 5 ms blocks first (window edges land on the block grid), which keeps this
@@ -296,7 +298,7 @@ def mouth_from_audio(audio: np.ndarray, sample_rate: int, level: np.ndarray, fps
     syllable = loudness_level(frame_loudness_db(audio, sample_rate, fps, num_frames, window_s=0.04))
     voiced = np.clip(syllable / 0.3, 0.0, 1.0)
     fricative = np.clip((high - 0.35) / 0.4, 0.0, 1.0)
-    gate = np.clip(syllable / 0.2, 0.0, 1.0) * np.clip(level / 0.15, 0.0, 1.0)
+    gate = np.clip(syllable / 0.2, 0.0, 1.0) * np.clip((level - 0.1) / 0.2, 0.0, 1.0)
     # open vowels put more of the voice's low band above 500 Hz (a high first formant)
     band = power[:, (freqs_hz >= 100) & (freqs_hz < 1200)].sum(axis=1) + 1e-12
     openness = np.clip((power[:, (freqs_hz >= 500) & (freqs_hz < 1200)].sum(axis=1) / band - 0.2) / 0.6, 0.0, 1.0)

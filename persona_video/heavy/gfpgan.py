@@ -29,7 +29,13 @@ CROP_SIZE = 512
 #: FFHQ 5-point template at 512 px: image-left eye, image-right eye, nose tip,
 #: image-left mouth corner, image-right mouth corner (x, y in pixels).
 FFHQ_TEMPLATE_512 = np.array(
-    [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043], [313.08905, 371.15118]],
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
     dtype=np.float32,
 )
 #: MediaPipe face mesh (478 points) indices for those five points.
@@ -52,7 +58,9 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     """(478, 2) face-mesh pixel coordinates -> (5, 2) float32 points in template order."""
     landmarks = np.asarray(landmarks, dtype=np.float32)
     if landmarks.shape != (478, 2):
-        raise InputError(f"GFPGAN needs (478, 2) face-mesh landmarks, got shape {landmarks.shape}: use MediaPipe's mesh")
+        raise InputError(
+            f"GFPGAN needs (478, 2) face-mesh landmarks, got shape {landmarks.shape}: use MediaPipe's mesh"
+        )
     return np.stack(
         [
             landmarks[LEFT_IRIS].mean(axis=0),
@@ -95,7 +103,9 @@ def _load(weights_path: Path, device: str) -> Any:
         except UnsupportedModelError as e:
             raise BackendUnavailable(f"{weights_path} holds no GFPGAN network spandrel knows ({e}): {fix}") from e
         except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, EOFError, OSError) as e:
-            raise BackendUnavailable(f"{weights_path} is not a readable checkpoint ({type(e).__name__}: {e}): {fix}") from e
+            raise BackendUnavailable(
+                f"{weights_path} is not a readable checkpoint ({type(e).__name__}: {e}): {fix}"
+            ) from e
         if descriptor.architecture.id != "GFPGAN":
             raise BackendUnavailable(f"{weights_path} holds a {descriptor.architecture.id} network, not GFPGAN: {fix}")
         model = descriptor.model.to(torch.device(device)).eval()
@@ -152,12 +162,14 @@ class GFPGANEnhancer:
             matrices = [alignment_transform(landmarks[i]) for i in indices]
             crops = np.stack(
                 [
-                    cv2.warpAffine(frames[i], m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-                    for i, m in zip(indices, matrices)
+                    cv2.warpAffine(
+                        frames[i], m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+                    )
+                    for i, m in zip(indices, matrices, strict=True)
                 ]
             )
             restored = self._restore(crops)
-            for i, m, face in zip(indices, matrices, restored):
+            for i, m, face in zip(indices, matrices, restored, strict=True):
                 out[i] = self._paste(frames[i], face, m)
         return out
 

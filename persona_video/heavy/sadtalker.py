@@ -112,7 +112,9 @@ class SadTalkerRunner:
 
     name = "sadtalker"
 
-    def __init__(self, checkout_dir: Path | None, checkpoint_dir: Path, device: str = "cuda", python: Path | None = None):
+    def __init__(
+        self, checkout_dir: Path | None, checkpoint_dir: Path, device: str = "cuda", python: Path | None = None
+    ):
         checkout = Path(checkout_dir) if checkout_dir is not None else sadtalker_checkout()
         if checkout is None:
             raise BackendUnavailable(
@@ -147,7 +149,9 @@ class SadTalkerRunner:
                 command, cwd=self.checkout_dir, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False
             )
         except subprocess.TimeoutExpired as e:
-            raise StageError("motion" if step == "coeff" else "render", f"SadTalker {step} ran over {STEP_TIMEOUT_S} s") from e
+            raise StageError(
+                "motion" if step == "coeff" else "render", f"SadTalker {step} ran over {STEP_TIMEOUT_S} s"
+            ) from e
         if result.returncode != 0:
             raise StageError(
                 "motion" if step == "coeff" else "render",
@@ -177,7 +181,16 @@ class SadTalkerRunner:
         out_dir.mkdir(parents=True, exist_ok=True)
         args = ["--checkpoint-dir", str(self.checkpoint_dir), "--audio", str(Path(wav_path).resolve())]
         args += ["--portrait", str(Path(portrait_path).resolve()), "--out-dir", str(out_dir)]
-        args += ["--preprocess", preprocess, "--size", str(size), "--device", self.device, "--pose-style", str(pose_style)]
+        args += [
+            "--preprocess",
+            preprocess,
+            "--size",
+            str(size),
+            "--device",
+            self.device,
+            "--pose-style",
+            str(pose_style),
+        ]
         if still:
             args.append("--still")
         self._run("coeff", args)

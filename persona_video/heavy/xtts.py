@@ -52,7 +52,8 @@ def validate_reference_wav(path: Path) -> tuple[np.ndarray, int]:
         audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError) as e:
         raise InputError(
-            f"reference voice {path.name} is not readable audio ({e}): upload a WAV or FLAC recording of 3-30 s of speech"
+            f"reference voice {path.name} is not readable audio ({e}): "
+            "upload a WAV or FLAC recording of 3-30 s of speech"
         ) from e
     mono = audio.mean(axis=1)
     duration_s = len(mono) / sample_rate if sample_rate else 0.0
@@ -68,7 +69,9 @@ def validate_reference_wav(path: Path) -> tuple[np.ndarray, int]:
         )
     rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
     if not np.isfinite(rms) or rms < REFERENCE_SILENCE_RMS:
-        raise InputError(f"reference voice {path.name} is silent (RMS {rms:.1e}): upload a recording of someone speaking")
+        raise InputError(
+            f"reference voice {path.name} is silent (RMS {rms:.1e}): upload a recording of someone speaking"
+        )
     if sample_rate != XTTS_REFERENCE_RATE:
         divisor = np.gcd(int(sample_rate), XTTS_REFERENCE_RATE)
         mono = resample_poly(mono, XTTS_REFERENCE_RATE // divisor, int(sample_rate) // divisor).astype(np.float32)

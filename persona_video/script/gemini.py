@@ -17,6 +17,7 @@ Environment:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -108,13 +109,28 @@ def _generation_config(persona: Persona, *, temperature: float, max_tokens: int,
     return types.GenerateContentConfig(**config)
 
 
+def _transport_errors(name: str) -> tuple[type[BaseException], ...]:
+    """The exception class ``name`` of both HTTP clients the SDK may use: httpx2 (the
+    default of google-genai 3.x) and httpx (with GOOGLE_GENAI_HTTP_CLIENT=httpx)."""
+    classes = []
+    for module_name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        classes.append(getattr(module, name))
+    return tuple(classes)
+
+
 def _http_error(e: Any, settings: GeminiSettings) -> ServiceError:
     """A readable ServiceError for the SDK's APIError (ClientError / ServerError)."""
     code = int(e.code) if isinstance(e.code, int) else 0
     reason = _HTTP_REASONS.get(code, "server error" if code >= 500 else "error")
     fix = _HTTP_FIXES.get(code, "try again later" if code >= 500 else "check the Gemini settings")
-    detail = f": {e.message}" if e.message else ""
-    return ServiceError(f"Gemini answered HTTP {code} ({reason}){detail} ({settings.model}); {fix}")
+    detail = f": {str(e.message).strip().rstrip('.')}" if e.message else ""
+    if code in (400, 404):
+        fix = f"{fix} (the model now is {settings.model!r})"
+    return ServiceError(f"Gemini answered HTTP {code} ({reason}){detail}; {fix}")
 
 
 def write_with_gemini(
@@ -129,7 +145,6 @@ def write_with_gemini(
     Raises ServiceError on a timeout, an HTTP error, a blocked or cut-off answer,
     or an answer that is not the JSON asked for.
     """
-    import httpx
     import pydantic
     from google import genai
     from google.genai import errors, types
@@ -148,11 +163,11 @@ def write_with_gemini(
             response = client.models.generate_content(
                 model=settings.model, contents=user_message(prompt), config=config
             )
-    except httpx.TimeoutException as e:
+    except _transport_errors("TimeoutException") as e:
         raise ServiceError(
             f"Gemini timed out after {settings.timeout_s:g} s: try again, or raise PERSONA_VIDEO_GEMINI_TIMEOUT_S"
         ) from e
-    except httpx.TransportError as e:
+    except _transport_errors("TransportError") as e:
         where = settings.base_url or "generativelanguage.googleapis.com"
         raise ServiceError(f"could not reach Gemini at {where} ({e.__class__.__name__}: {e}): check the network") from e
     except errors.APIError as e:

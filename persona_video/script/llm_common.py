@@ -206,7 +206,9 @@ def _load_json(text: str) -> Any:
                 return json.loads(stripped[start : end + 1])
             except json.JSONDecodeError:
                 pass
-        raise _BadAnswer(f"not valid JSON ({first_error.msg} at character {first_error.pos}): {_short(text)!r}")
+        raise _BadAnswer(
+            f"not valid JSON ({first_error.msg} at character {first_error.pos}): {_short(text)!r}"
+        ) from first_error
 
 
 def segments_from_json(

@@ -1,14 +1,11 @@
 """Heavy-backend tests: run in the GPU environment (.venv-gpu, requirements-gpu.txt)
 on tiny random-weight checkpoints the fixtures build in the real file layout.
-Without torch they are skipped, so the core suite runs alone."""
+Without torch they are skipped, so the core suite runs alone. The ``heavy`` marker is
+registered in pyproject.toml; every test in this folder carries it."""
 
 from __future__ import annotations
 
 import pytest
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "heavy: needs the GPU requirements (torch, coqui-tts, spandrel); CPU is enough")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

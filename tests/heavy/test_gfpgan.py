@@ -21,8 +21,16 @@ def random_gfpgan(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     network = GFPGAN(
-        out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
-        num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True,
+        out_size=512,
+        num_style_feat=512,
+        channel_multiplier=2,
+        decoder_load_path=None,
+        fix_decoder=False,
+        num_mlp=8,
+        input_is_latent=True,
+        different_w=True,
+        narrow=1,
+        sft_half=True,
     )
     path = tmp_path_factory.mktemp("checkpoints") / "GFPGANv1.4.pth"
     torch.save({"params_ema": network.state_dict()}, path)

@@ -27,18 +27,25 @@ def sadtalker_mats(tmp_path: Path) -> tuple[Path, Path]:
     driving_path = tmp_path / "portrait##speech.mat"
     source_path = tmp_path / "portrait.mat"
     scipy.io.savemat(str(driving_path), {"coeff_3dmm": driving})
-    scipy.io.savemat(str(source_path), {"coeff_3dmm": source, "full_3dmm": rng.normal(0, 1, (1, 257)).astype(np.float32)})
+    scipy.io.savemat(
+        str(source_path), {"coeff_3dmm": source, "full_3dmm": rng.normal(0, 1, (1, 257)).astype(np.float32)}
+    )
     return driving_path, source_path
 
 
 def _timing(frame_intents: np.ndarray) -> IntentTimingMap:
     return IntentTimingMap(
-        fps=25, frame_intents=frame_intents.astype(np.float32), total_duration=len(frame_intents) / 25,
-        num_frames=len(frame_intents), spans=(),
+        fps=25,
+        frame_intents=frame_intents.astype(np.float32),
+        total_duration=len(frame_intents) / 25,
+        num_frames=len(frame_intents),
+        spans=(),
     )
 
 
-def test_round_trip_through_the_governor_keeps_sadtalkers_layout(sadtalker_mats: tuple[Path, Path], tmp_path: Path) -> None:
+def test_round_trip_through_the_governor_keeps_sadtalkers_layout(
+    sadtalker_mats: tuple[Path, Path], tmp_path: Path
+) -> None:
     driving_path, source_path = sadtalker_mats
     track = read_coeff_mat(driving_path, source_mat=source_path)
     assert track.layout == "compact70" and track.coeffs.shape == (NUM_FRAMES, 70) and track.coeffs.dtype == np.float32
@@ -108,3 +115,28 @@ def test_missing_checkout_says_how_to_fix(tmp_path: Path, monkeypatch: pytest.Mo
     (checkout / "src" / "test_audio2coeff.py").write_text("")
     with pytest.raises(BackendUnavailable, match=str(tmp_path / "SadTalker_V0.0.2_256.safetensors")):
         SadTalkerRunner(checkout, tmp_path)
+
+
+def test_sadtalker_failure_surfaces_its_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real runner starts the real driver in the checkout; a broken checkout is a StageError with its traceback."""
+    import sys
+
+    from persona_video.errors import StageError
+    from persona_video.heavy.sadtalker import SADTALKER_FILES
+
+    monkeypatch.delenv("PERSONA_VIDEO_SADTALKER_PYTHON", raising=False)
+    checkout = tmp_path / "SadTalker"
+    (checkout / "src").mkdir(parents=True)
+    (checkout / "inference.py").write_text("")
+    (checkout / "src" / "test_audio2coeff.py").write_text("")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in SADTALKER_FILES:
+        (weights / name).write_bytes(b"")
+    runner = SadTalkerRunner(checkout, weights, device="cpu", python=Path(sys.executable))
+    with pytest.raises(StageError, match="SadTalker coeff exited with 1") as failure:
+        runner.audio_to_coeff(tmp_path / "a.wav", tmp_path / "p.png", tmp_path / "out")
+    # The driver imported from the checkout's own src package (not from beside itself) and its stderr came back.
+    assert "No module named 'src.generate_batch'" in str(failure.value)
+    with pytest.raises(InputError, match="preprocess must be 'crop' or 'full'"):
+        runner.audio_to_coeff(tmp_path / "a.wav", tmp_path / "p.png", tmp_path / "out", preprocess="resize")

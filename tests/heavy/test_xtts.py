@@ -36,14 +36,25 @@ def tiny_xtts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for token in ("[START]", "[en]"):
         tokenizer["model"]["vocab"][token] = next_id
         tokenizer["added_tokens"].append(
-            {"id": next_id, "special": True, "content": token, "single_word": False, "lstrip": False,
-             "rstrip": False, "normalized": False}
+            {
+                "id": next_id,
+                "special": True,
+                "content": token,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+            }
         )
         next_id += 1
     (folder / "vocab.json").write_text(json.dumps(tokenizer))
     args = XttsArgs(
-        gpt_layers=2, gpt_n_model_channels=64, gpt_n_heads=4, decoder_input_dim=64,
-        gpt_max_audio_tokens=MAX_AUDIO_TOKENS, gpt_use_perceiver_resampler=True,
+        gpt_layers=2,
+        gpt_n_model_channels=64,
+        gpt_n_heads=4,
+        decoder_input_dim=64,
+        gpt_max_audio_tokens=MAX_AUDIO_TOKENS,
+        gpt_use_perceiver_resampler=True,
     )
     config = XttsConfig(model_args=args, languages=["en"])
     config.save_json(str(folder / "config.json"))
@@ -76,13 +87,13 @@ def test_tiny_checkpoint_loads_and_speaks(tiny_xtts: Path, tmp_path: Path) -> No
     from persona_video.heavy import xtts
 
     before = len(xtts._MODELS)
-    XTTSBackend(tiny_xtts, device="cpu").sample_rate
+    assert XTTSBackend(tiny_xtts, device="cpu").sample_rate == 24000
     assert len(xtts._MODELS) == before
 
 
 def test_unknown_language_is_refused(tiny_xtts: Path) -> None:
     with pytest.raises(InputError, match="does not speak language 'xx'"):
-        XTTSBackend(tiny_xtts, device="cpu", language="xx").sample_rate
+        _ = XTTSBackend(tiny_xtts, device="cpu", language="xx").sample_rate
 
 
 def test_reference_validation(tmp_path: Path) -> None:
@@ -112,4 +123,4 @@ def test_broken_model_file_is_a_clear_error(tiny_xtts: Path, tmp_path: Path) -> 
         (broken / name).write_bytes((tiny_xtts / name).read_bytes())
     torch.save({"model": {"gpt.nothing": torch.zeros(1)}}, broken / "model.pth")
     with pytest.raises(BackendUnavailable, match="does not load"):
-        XTTSBackend(broken, device="cpu").sample_rate
+        _ = XTTSBackend(broken, device="cpu").sample_rate
