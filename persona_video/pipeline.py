@@ -46,6 +46,7 @@ class Request:
     motion_backend: str = "auto"  # auto | embedded | sadtalker
     enhancer: str = "auto"  # auto | none | gfpgan
     portrait: str | None = None  # path to the user's portrait (None: the persona's)
+    reference_wav: str | None = None  # the user's voice sample for cloning (xtts only; 3-30 s)
     framing: str = "crop"  # crop | full
     still: bool = False  # hold the head, animate only the face
     governor: dict[str, Any] = field(default_factory=dict)  # GovernorConfig overrides
