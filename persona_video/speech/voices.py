@@ -205,11 +205,14 @@ def _collect(
         else:  # nothing to say (punctuation only): an empty span where the previous group ends
             at = spans[-1][1] if spans else 0
             spans.append((at, at))
-    phonemes = [
-        (symbols[i], int(bounds[i]) - start, int(bounds[i + 1]) - start)
-        for i in range(len(owner))
-        if owner[i] >= 0 and symbols[i].strip()
-    ]
+    phonemes = []
+    for i in range(len(owner)):
+        if owner[i] < 0 or not symbols[i].strip():
+            continue
+        stop = i + 1
+        while stop < len(owner) and owner[stop] == owner[i] and not symbols[stop]:
+            stop += 1  # Piper's pad ids after a phoneme still sound as that phoneme
+        phonemes.append((symbols[i], int(bounds[i]) - start, int(bounds[stop]) - start))
     trimmed = audio[start:end].copy()
     fade = min(len(trimmed) // 4, 120)  # 5 ms: no click where the padding was cut
     if fade > 0:
