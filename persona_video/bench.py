@@ -1,0 +1,148 @@
+"""``python -m persona_video bench``: the performance targets of DESIGN.md, measured.
+
+Runs a fixed script of about 25 s of speech through every stage with the
+embedded defaults, warm (models loaded, as in the running app), and reports
+per-stage wall time (median of the repeats), the real-time factor, the time
+to the first stage event and to playable audio, re-render time, renderer
+frames/s on one core, the cold start (imports and model loads, in a fresh
+process), and peak memory.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_SCRIPT = (
+    "So, [pause 0.45] the new *M4 Mac Mini* is small, quiet and *seriously* fast. [pause 0.45] "
+    "It starts at *599 dollars*, [pause 0.4] and for most people, [pause 0.4] that is the *best* value "
+    "in a desktop today. [pause 0.5] The chip handles photo edits, [pause 0.4] code and video calls "
+    "without a sound. [pause 0.45] Ports are on the front now, [pause 0.4] which is a *small* change "
+    "you notice every day. [pause 0.5] If you need a simple, [pause 0.4] powerful computer, [pause 0.4] "
+    "this is the one to get."
+)
+
+TARGETS = {
+    "pipeline_warm_s": 6.0,
+    "cold_start_s": 5.0,
+    "rerender_s": 2.0,
+    "first_event_s": 0.5,
+    "audio_ready_s": 2.0,
+    "render_fps_one_core": 200.0,
+    "peak_memory_mb": 1500.0,
+}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cold_start_s() -> float:
+    """Imports and model loads in a fresh process, as a first CLI run pays them."""
+    code = (
+        "import time; t=time.perf_counter();"
+        "from persona_video.personas import load_persona;"
+        "from persona_video.speech.voices import get_voice; get_voice('heart');"
+        "from persona_video.stages import load_portrait_for; p=load_persona('mkbhd');"
+        "load_portrait_for(p, None, 'crop');"
+        "import persona_video.motion, persona_video.governor, persona_video.encode;"
+        "print(time.perf_counter()-t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _one_run(root: Path) -> dict[str, float]:
+    from .pipeline import Request, run
+
+    start = time.perf_counter()
+    times: dict[str, float] = {}
+    job = None
+    for event in run(Request(persona="mkbhd", script=BENCH_SCRIPT), root=root):
+        now = time.perf_counter() - start
+        if event.stage == "script":
+            times["first_event_s"] = now
+        if event.stage == "speech":
+            times["audio_ready_s"] = now
+            times["audio_s"] = event.result.duration_s
+        if event.stage == "done":
+            job = event.result
+        else:
+            times[event.stage] = event.seconds
+    times["pipeline_warm_s"] = time.perf_counter() - start
+    times["job_id"] = job.job_id  # type: ignore[union-attr]
+    return times
+
+
+def _render_fps_one_core() -> float:
+    from .render import bench_render
+
+    return float(bench_render(num_frames=250)["frames_per_s"])
+
+
+def run_bench(repeat: int = 3) -> dict:
+    """Measure everything; returns a dict of figures and the targets they are held to."""
+    import cv2
+
+    from .pipeline import rerender
+
+    cold = _cold_start_s()
+    with tempfile.TemporaryDirectory(prefix="persona-bench-") as scratch:
+        root = Path(scratch)
+        _one_run(root)  # warm-up: loads voices, face mesh, animator
+        runs = [_one_run(root) for _ in range(max(1, repeat))]
+        job_id = runs[-1]["job_id"]
+        rerender_times = []
+        for gain in (0.6, 0.9, 0.7):
+            start = time.perf_counter()
+            for _ in rerender(job_id, {"pause_gain": gain}, root=root):
+                pass
+            rerender_times.append(time.perf_counter() - start)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        fps = _render_fps_one_core()
+    finally:
+        cv2.setNumThreads(threads)
+    median = {key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "job_id"}
+    audio_s = median["audio_s"]
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "audio_s": round(audio_s, 2),
+        "stages_s": {k: round(median[k], 3) for k in ("script", "speech", "motion", "governor", "video") if k in median},
+        "pipeline_warm_s": round(median["pipeline_warm_s"], 3),
+        "real_time_factor": round(median["pipeline_warm_s"] / audio_s, 3),
+        "first_event_s": round(median["first_event_s"], 3),
+        "audio_ready_s": round(median["audio_ready_s"], 3),
+        "rerender_s": round(statistics.median(rerender_times), 3),
+        "cold_start_s": round(cold, 3),
+        "render_fps_one_core": round(fps, 1),
+        "peak_memory_mb": round(_peak_rss_mb(), 1),
+        "targets": TARGETS,
+    }
+    return report
+
+
+def format_table(report: dict) -> str:
+    """A Markdown table of the figures against their targets."""
+    lines = [
+        f"Speech: {report['audio_s']} s; machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}",
+        "",
+        "| figure | measured | target |",
+        "|---|---|---|",
+    ]
+    for stage, seconds in report["stages_s"].items():
+        lines.append(f"| stage {stage} | {seconds:.3f} s | |")
+    for key, target in TARGETS.items():
+        value = report[key]
+        better = value >= target if key == "render_fps_one_core" else value <= target
+        unit = " frames/s" if key == "render_fps_one_core" else (" MB" if key.endswith("_mb") else " s")
+        lines.append(f"| {key} | {value}{unit} | {'≥' if key == 'render_fps_one_core' else '≤'} {target}{unit} {'✓' if better else '✗'} |")
+    lines.append(f"| real-time factor | {report['real_time_factor']} | |")
+    return "\n".join(lines)

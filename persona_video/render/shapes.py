@@ -1,0 +1,177 @@
+"""Expression shapes: per-vertex displacement fields built from the portrait's landmarks.
+
+Each named expression control of ``persona_video.expression`` becomes one
+(V, 2) displacement field in pixels at strength 1, so a frame's expression
+displacement is a (10,) x (10, V, 2) contraction. The fields are made from the
+landmark geometry in face-relative units (``face_h`` = forehead-to-chin
+distance) with smooth falloffs whose gradients stay below 1, so that no
+triangle folds inside the animator's clip ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from persona_video import expression as ex
+
+# MediaPipe face-mesh indices, corner to corner so the lists pair up.
+UPPER_INNER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LOWER_INNER_LIP = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+UPPER_OUTER_LIP = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+LOWER_OUTER_LIP = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+#: Inner-lip polygon, clockwise around the mouth opening.
+INNER_LIP_POLYGON = UPPER_INNER_LIP + LOWER_INNER_LIP[-2:0:-1]
+MOUTH_CORNERS = (61, 291, 78, 308)
+# Eyes, outer corner to inner corner. "left" is the subject's left (image right).
+RIGHT_EYE_UPPER = (33, 246, 161, 160, 159, 158, 157, 173, 133)
+RIGHT_EYE_LOWER = (33, 7, 163, 144, 145, 153, 154, 155, 133)
+LEFT_EYE_UPPER = (263, 466, 388, 387, 386, 385, 384, 398, 362)
+LEFT_EYE_LOWER = (263, 249, 390, 373, 374, 380, 381, 382, 362)
+RIGHT_BROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
+LEFT_BROW = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
+FOREHEAD, CHIN, RIGHT_CHEEK_EDGE, LEFT_CHEEK_EDGE = 10, 152, 234, 454
+
+#: Per-control clip range of the expression strengths (lower, upper).
+EXPRESSION_CLIP = np.zeros((ex.EXP_STOP, 2), dtype=np.float32)
+EXPRESSION_CLIP[:10] = (0.0, 1.2)
+EXPRESSION_CLIP[ex.BLINK_LEFT] = EXPRESSION_CLIP[ex.BLINK_RIGHT] = (0.0, 1.0)
+EXPRESSION_CLIP[ex.LIP_PRESS] = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """Face-aligned axes: ``right`` and ``down`` unit vectors (2,), ``centre`` (2,) and ``face_h`` pixels."""
+
+    centre: np.ndarray
+    right: np.ndarray
+    down: np.ndarray
+    face_h: float
+
+    @classmethod
+    def from_points(cls, points: np.ndarray) -> FaceFrame:
+        down = points[CHIN] - points[FOREHEAD]
+        face_h = float(np.linalg.norm(down))
+        down = down / face_h
+        right = np.array([-down[1], down[0]], dtype=np.float64)
+        return cls(points[:468].mean(axis=0).astype(np.float64), right, down, face_h)
+
+    def to_face(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2) pixels -> (N, 2) (u, v) in face heights, relative to the centre."""
+        rel = points - self.centre
+        return np.stack([rel @ self.right, rel @ self.down], axis=1) / self.face_h
+
+    def to_pixels(self, uv_disp: np.ndarray) -> np.ndarray:
+        """(N, 2) displacements in face heights -> (N, 2) pixels."""
+        return (uv_disp[:, :1] * self.right + uv_disp[:, 1:] * self.down) * self.face_h
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _gauss(uv: np.ndarray, centre: np.ndarray, sigma: float) -> np.ndarray:
+    return np.exp(-np.sum((uv - centre) ** 2, axis=1) / (2.0 * sigma * sigma))
+
+
+def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray) -> np.ndarray:
+    """Displacement fields of the 10 named controls at strength 1.
+
+    vertices: (V, 2) pixels, the first 468 being face-mesh landmarks.
+    is_neck: (V,) bool, ring vertices below the face that follow the jaw half-way.
+    Returns (10, V, 2) float32 pixels.
+    """
+    uv = frame.to_face(vertices)
+    num = len(vertices)
+    basis = np.zeros((10, num, 2), dtype=np.float64)
+    upper_in, lower_in = list(UPPER_INNER_LIP), list(LOWER_INNER_LIP)
+    mouth_mid = 0.5 * (uv[upper_in] + uv[lower_in])
+    order = np.argsort(mouth_mid[:, 0])
+    mouth_line = np.interp(uv[:, 0], mouth_mid[order, 0], mouth_mid[order, 1])
+    mouth_centre = mouth_mid[5]
+    half_width = 0.5 * abs(uv[308, 0] - uv[78, 0])
+    face_half_w = 0.5 * abs(uv[LEFT_CHEEK_EDGE, 0] - uv[RIGHT_CHEEK_EDGE, 0])
+    du = np.abs(uv[:, 0] - mouth_centre[0])
+    below = uv[:, 1] - mouth_line
+    rest_gap = uv[lower_in] - uv[upper_in]
+
+    # jaw_open: lower lip, chin and jaw line drop; the hinge is at the ears.
+    jaw_px = 0.11
+    ramp = np.interp(du, [half_width, 1.6 * half_width], [0.008, 0.08])
+    w_below = _smoothstep(below / ramp)
+    taper = 0.35 + 0.65 * np.clip(1.0 - (du / half_width) ** 2, 0.0, 1.0)
+    lateral = np.clip(1.0 - 0.8 * (du - 0.5 * half_width) / max(face_half_w - 0.5 * half_width, 1e-3), 0.2, 1.0)
+    lip_thick = float(uv[17, 1] - uv[14, 1])
+    into_chin = _smoothstep((below - lip_thick) / 0.06)
+    jaw = w_below * (taper + (lateral - taper) * into_chin)
+    jaw[list(UPPER_OUTER_LIP)] = 0.0
+    jaw[upper_in] = 0.0
+    jaw[lower_in] = taper[lower_in]
+    jaw[is_neck] = 0.5 * lateral[is_neck] * (below[is_neck] > 0)
+    basis[ex.JAW_OPEN, :, 1] = jaw_px * jaw
+
+    corners = [(uv[61] + uv[78]) / 2.0, (uv[291] + uv[308]) / 2.0]
+    side = np.sign(uv[:, 0] - mouth_centre[0])
+    corner_w = np.maximum(_gauss(uv, corners[0], 0.06), _gauss(uv, corners[1], 0.06))
+    lips = np.zeros(num, dtype=bool)
+    lips[list(set(UPPER_INNER_LIP + LOWER_INNER_LIP + UPPER_OUTER_LIP + LOWER_OUTER_LIP))] = True
+    near_mouth = _gauss(uv, mouth_centre, 0.035)
+    upper_side = (below < 0) & lips
+    lower_side = (below > 0) & lips
+    lower_side[lower_in] = True
+    upper_side[upper_in] = True
+    lower_side[[78, 308]] = upper_side[[78, 308]] = False
+
+    basis[ex.LIP_WIDE, :, 0] = 0.045 * side * corner_w
+    basis[ex.LIP_ROUND, :, 0] = -0.04 * side * corner_w
+    basis[ex.LIP_ROUND, :, 1] = near_mouth * (-0.008 * upper_side + 0.012 * lower_side)
+    # lip_press: the inner lips meet on the mouth line, closing the portrait's own gap.
+    basis[ex.LIP_PRESS, upper_in] = 0.5 * rest_gap
+    basis[ex.LIP_PRESS, lower_in] = -0.5 * rest_gap
+    basis[ex.SMILE, :, 0] = 0.025 * side * corner_w
+    basis[ex.SMILE, :, 1] = -0.035 * corner_w
+    basis[ex.LIP_FUNNEL, :, 0] = -0.03 * side * corner_w
+    basis[ex.LIP_FUNNEL, :, 1] = near_mouth * (-0.012 * upper_side + 0.02 * lower_side)
+    above_lip = (below < 0) & (uv[:, 1] > uv[2, 1])  # between the nose base (2) and the mouth
+    raise_w = np.exp(-((du / (0.8 * half_width)) ** 2)) * np.exp(-((below / 0.04) ** 2))
+    raise_w = np.where(above_lip | upper_side, np.maximum(raise_w, upper_side * 0.9 * np.exp(-((du / half_width) ** 2))), 0)
+    basis[ex.TEETH_SHOW, :, 1] = -0.025 * raise_w - 0.005 * lower_side
+
+    brows = uv[list(RIGHT_BROW + LEFT_BROW)]
+    brow_dist = np.min(np.linalg.norm(uv[:, None, :] - brows[None], axis=2), axis=1)
+    eye_pts = list(set(RIGHT_EYE_UPPER + RIGHT_EYE_LOWER + LEFT_EYE_UPPER + LEFT_EYE_LOWER))
+    eye_line = max(uv[eye_pts, 1].min(), -1.0)
+    brow_w = np.exp(-(brow_dist**2) / (2 * 0.06**2)) * (uv[:, 1] < eye_line)
+    basis[ex.BROW_RAISE, :, 1] = -0.045 * brow_w
+
+    out = np.zeros_like(basis)
+    for k in range(10):
+        out[k] = frame.to_pixels(basis[k])
+    out[ex.BLINK_RIGHT] = _blink_field(vertices, uv, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, frame)
+    out[ex.BLINK_LEFT] = _blink_field(vertices, uv, LEFT_EYE_UPPER, LEFT_EYE_LOWER, frame)
+    return out.astype(np.float32)
+
+
+def _blink_field(vertices: np.ndarray, uv: np.ndarray, upper: tuple, lower: tuple, frame: FaceFrame) -> np.ndarray:
+    """Upper lid onto the lower lid (which rises 15 % of the gap), lid skin above following."""
+    disp = np.zeros((len(vertices), 2), dtype=np.float64)
+    up_idx, low_idx = list(upper[1:-1]), list(lower[1:-1])
+    gap = vertices[low_idx] - vertices[up_idx]  # (7, 2) pixels, pointing down
+    disp[low_idx] = -0.15 * gap
+    disp[up_idx] = 0.82 * gap
+    lid = vertices[list(upper)]
+    lid_move = np.concatenate([[0.0 * gap[0]], 0.82 * gap, [0.0 * gap[0]]])
+    reach_px = 3.0 * float(np.max(np.linalg.norm(gap, axis=1))) + 1.0
+    dist = np.linalg.norm(vertices[:, None, :] - lid[None], axis=2)  # (V, 9)
+    nearest = np.argmin(dist, axis=1)
+    d_near = dist[np.arange(len(vertices)), nearest]
+    lid_uv = uv[list(upper)]
+    lid_v = np.interp(uv[:, 0], np.sort(lid_uv[:, 0]), lid_uv[np.argsort(lid_uv[:, 0]), 1])
+    in_span = (uv[:, 0] >= lid_uv[:, 0].min() - 0.1) & (uv[:, 0] <= lid_uv[:, 0].max() + 0.1)
+    above = (uv[:, 1] < lid_v) & in_span & (d_near < reach_px)
+    above[list(upper) + list(lower)] = False
+    falloff = (1.0 - d_near / reach_px) ** 2
+    disp[above] = lid_move[nearest[above]] * falloff[above, None]
+    return disp
