@@ -115,7 +115,9 @@ def run_bench(repeat: int = 3) -> dict:
     report = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "audio_s": round(audio_s, 2),
-        "stages_s": {k: round(median[k], 3) for k in ("script", "speech", "motion", "governor", "video") if k in median},
+        "stages_s": {
+            k: round(median[k], 3) for k in ("script", "speech", "motion", "governor", "video") if k in median
+        },
         "pipeline_warm_s": round(median["pipeline_warm_s"], 3),
         "real_time_factor": round(median["pipeline_warm_s"] / audio_s, 3),
         "first_event_s": round(median["first_event_s"], 3),
@@ -132,7 +134,8 @@ def run_bench(repeat: int = 3) -> dict:
 def format_table(report: dict) -> str:
     """A Markdown table of the figures against their targets."""
     lines = [
-        f"Speech: {report['audio_s']} s; machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}",
+        f"Speech: {report['audio_s']} s; machine: {report['machine']['cpus']} CPUs, "
+        f"Python {report['machine']['python']}",
         "",
         "| figure | measured | target |",
         "|---|---|---|",
@@ -143,6 +146,7 @@ def format_table(report: dict) -> str:
         value = report[key]
         better = value >= target if key == "render_fps_one_core" else value <= target
         unit = " frames/s" if key == "render_fps_one_core" else (" MB" if key.endswith("_mb") else " s")
-        lines.append(f"| {key} | {value}{unit} | {'≥' if key == 'render_fps_one_core' else '≤'} {target}{unit} {'✓' if better else '✗'} |")
+        sign = "≥" if key == "render_fps_one_core" else "≤"
+        lines.append(f"| {key} | {value}{unit} | {sign} {target}{unit} {'✓' if better else '✗'} |")
     lines.append(f"| real-time factor | {report['real_time_factor']} | |")
     return "\n".join(lines)

@@ -1,11 +1,11 @@
 """Command line: ``python -m persona_video COMMAND`` (or ``persona-video COMMAND``).
 
-    speak     script + speech only: script.txt, script.json, audio.wav, timing.json into --out
-    generate  the whole pipeline: a job folder under outputs/ and, with -o, a copy of the MP4
-    rerender  new governor settings on a finished job (reuses its audio and motion)
-    personas  list the personas
-    bench     per-stage timings, real-time factor, renderer frames/s, peak memory
-    doctor    which backends can run here, and why not
+speak     script + speech only: script.txt, script.json, audio.wav, timing.json into --out
+generate  the whole pipeline: a job folder under outputs/ and, with -o, a copy of the MP4
+rerender  new governor settings on a finished job (reuses its audio and motion)
+personas  list the personas
+bench     per-stage timings, real-time factor, renderer frames/s, peak memory
+doctor    which backends can run here, and why not
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def _governor_overrides(values: list[str] | None) -> dict:
         if "=" not in item:
             raise PersonaVideoError(f"--governor {item!r}: write NAME=VALUE, e.g. --governor pause_gain=0.6")
         name, value = item.split("=", 1)
-        overrides[name.strip()] = value.strip().lower() in ("1", "true", "yes", "on") if name.strip() == "enabled" else float(value)
+        overrides[name.strip()] = (
+            value.strip().lower() in ("1", "true", "yes", "on") if name.strip() == "enabled" else float(value)
+        )
     return overrides
 
 
@@ -133,13 +135,17 @@ def cmd_speak(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(dir=args.out, prefix=".partial-") as scratch:
         tmp = Path(scratch)
         (tmp / "script.txt").write_text(script.markup + "\n", encoding="utf-8")
-        write_json_atomic(tmp / "script.json", {"backend": script.backend, "notice": script.notice, **script.intent.to_dict()})
+        write_json_atomic(
+            tmp / "script.json", {"backend": script.backend, "notice": script.notice, **script.intent.to_dict()}
+        )
         write_wav(tmp / "audio.wav", speech.audio, speech.sample_rate)
         write_json_atomic(tmp / "timing.json", speech.timing.to_dict())
         for name in ("script.txt", "script.json", "audio.wav", "timing.json"):
             os.replace(tmp / name, args.out / name)
     print(f"script: {script.backend}" + (f" ({script.notice})" if script.notice else ""))
-    print(f"speech: {speech.backend} voice {speech.voice}, {speech.duration_s:.2f} s, {speech.timing.num_frames} frames")
+    print(
+        f"speech: {speech.backend} voice {speech.voice}, {speech.duration_s:.2f} s, {speech.timing.num_frames} frames"
+    )
     print(f"wrote {args.out}/script.txt, script.json, audio.wav, timing.json")
     return 0
 
@@ -226,7 +232,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return COMMANDS[args.command](args)
     except PersonaVideoError as e:

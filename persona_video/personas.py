@@ -148,7 +148,9 @@ def parse_persona(data: dict[str, Any], source: Path | None = None) -> Persona:
     if built["script"].tone not in TONES:
         raise InputError(f"{where}: 'script.tone' = {built['script'].tone!r} must be one of {', '.join(TONES)}")
     if built["speech"].backend not in _BACKENDS:
-        raise InputError(f"{where}: 'speech.backend' = {built['speech'].backend!r} must be one of {', '.join(_BACKENDS)}")
+        raise InputError(
+            f"{where}: 'speech.backend' = {built['speech'].backend!r} must be one of {', '.join(_BACKENDS)}"
+        )
     governor = data.get("governor", {})
     if not isinstance(governor, dict):
         raise InputError(f"{where}: [governor] must be a table")

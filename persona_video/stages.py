@@ -51,7 +51,9 @@ def check_backends(request: Request) -> None:
 
     resolve_script_backend(request.script_backend)
     if request.motion_backend not in MOTION_BACKENDS:
-        raise InputError(f"unknown motion backend {request.motion_backend!r}: choose one of {', '.join(MOTION_BACKENDS)}")
+        raise InputError(
+            f"unknown motion backend {request.motion_backend!r}: choose one of {', '.join(MOTION_BACKENDS)}"
+        )
     if request.enhancer not in ENHANCERS:
         raise InputError(f"unknown enhancer {request.enhancer!r}: choose one of {', '.join(ENHANCERS)}")
     if request.framing not in FRAMINGS:
@@ -179,7 +181,9 @@ def render_video(
     height, width = animator.output_size
     metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
     out = job.path("video.mp4")
-    with VideoEncoder(out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata) as enc:
+    with VideoEncoder(
+        out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata
+    ) as enc:
         for frame in animator.render(track.coeffs):
             enc.write(frame)
     write_webvtt(timing.spans, job.path("captions.vtt"))

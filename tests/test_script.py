@@ -14,7 +14,15 @@ SEED_EXAMPLE = "So, [pause 0.4] this new *M4 Mac Mini* is *seriously* fast."
 
 def test_seed_example_parses():
     intent = parse_markup(SEED_EXAMPLE)
-    assert [s.intent_type for s in intent.segments] == ["neutral", "pause", "neutral", "emphasis", "neutral", "emphasis", "neutral"]
+    assert [s.intent_type for s in intent.segments] == [
+        "neutral",
+        "pause",
+        "neutral",
+        "emphasis",
+        "neutral",
+        "emphasis",
+        "neutral",
+    ]
     assert intent.segments[1].pause_s == 0.4
     assert intent.segments[3].text == "M4 Mac Mini" and intent.segments[3].intensity == 1.0
     assert to_markup(intent) == SEED_EXAMPLE
@@ -91,7 +99,11 @@ def test_write_script_without_key_is_offline_and_says_so():
 
 
 def test_gemini_failure_falls_back_with_the_reason():
-    env = {"GEMINI_API_KEY": "k", "PERSONA_VIDEO_GEMINI_BASE_URL": "http://127.0.0.1:9", "PERSONA_VIDEO_GEMINI_TIMEOUT_S": "2"}
+    env = {
+        "GEMINI_API_KEY": "k",
+        "PERSONA_VIDEO_GEMINI_BASE_URL": "http://127.0.0.1:9",
+        "PERSONA_VIDEO_GEMINI_TIMEOUT_S": "2",
+    }
     script = write_script("Explain the M4 Mac Mini", load_persona("mkbhd"), env=env)
     assert script.backend == "offline" and "Gemini" in script.notice and "offline writer" in script.notice
 

@@ -10,7 +10,9 @@ from persona_video.speech import synthesize_with_intent
 from persona_video.speech.timing import frame_intents
 from persona_video.types import SegmentSpan
 
-SCRIPT = "So, [pause 0.45] this new *M4 Mac Mini* is *seriously* fast. [pause 0.45] It costs *$599*, [pause] and that is it."
+SCRIPT = (
+    "So, [pause 0.45] this new *M4 Mac Mini* is *seriously* fast. [pause 0.45] It costs *$599*, [pause] and that is it."
+)
 FRAME_S = 0.04
 
 
@@ -81,7 +83,11 @@ def test_emphasis_is_louder(spoken):
     speech, _ = spoken
     audio, rate = speech.audio, speech.sample_rate
     emph = [_rms(audio, rate, s.start_s, s.end_s) for s in speech.timing.spans if s.intent_type == "emphasis"]
-    neutral = [_rms(audio, rate, s.start_s, s.end_s) for s in speech.timing.spans if s.intent_type == "neutral" and len(s.text) > 3]
+    neutral = [
+        _rms(audio, rate, s.start_s, s.end_s)
+        for s in speech.timing.spans
+        if s.intent_type == "neutral" and len(s.text) > 3
+    ]
     assert np.mean(emph) > np.mean(neutral)
 
 

@@ -106,7 +106,9 @@ def write_script(
         try:
             if chosen == "gemini":
                 settings = GeminiSettings.from_env(env)
-                intent = write_with_gemini(prompt, persona, temperature=temperature, max_tokens=max_tokens, settings=settings)
+                intent = write_with_gemini(
+                    prompt, persona, temperature=temperature, max_tokens=max_tokens, settings=settings
+                )
             else:
                 settings = OpenAISettings.from_env(env)
                 intent = write_with_openai_compatible(

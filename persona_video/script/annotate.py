@@ -20,17 +20,116 @@ _CLAUSE_END = re.compile(r"[,;:\u2014\u2013]$|\s-$")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)]*$")
 _STRIP = "\"'()[]\u201c\u201d\u2018\u2019.,!?;:"
 SUPERLATIVES = {
-    "best", "worst", "most", "least", "fastest", "biggest", "smallest", "cheapest", "newest", "latest",
-    "first", "only", "every", "never", "always", "huge", "massive", "incredible", "amazing", "seriously",
-    "really", "insane", "absolutely", "completely", "totally", "literally", "game-changer", "finally",
-    "faster", "better", "cheaper", "smaller", "bigger", "lighter", "quieter", "stronger", "twice",
+    "best",
+    "worst",
+    "most",
+    "least",
+    "fastest",
+    "biggest",
+    "smallest",
+    "cheapest",
+    "newest",
+    "latest",
+    "first",
+    "only",
+    "every",
+    "never",
+    "always",
+    "huge",
+    "massive",
+    "incredible",
+    "amazing",
+    "seriously",
+    "really",
+    "insane",
+    "absolutely",
+    "completely",
+    "totally",
+    "literally",
+    "game-changer",
+    "finally",
+    "faster",
+    "better",
+    "cheaper",
+    "smaller",
+    "bigger",
+    "lighter",
+    "quieter",
+    "stronger",
+    "twice",
 }
 STOPWORDS = {
-    "a", "an", "the", "and", "or", "but", "so", "of", "to", "in", "on", "at", "for", "with", "is", "are",
-    "was", "were", "be", "been", "it", "its", "it's", "this", "that", "these", "those", "you", "your", "i",
-    "we", "they", "he", "she", "my", "our", "their", "as", "by", "from", "not", "do", "does", "can", "will",
-    "just", "if", "then", "than", "what", "which", "who", "how", "why", "when", "there", "here", "has",
-    "have", "had", "about", "into", "out", "up", "all", "more", "some", "one", "also", "let's", "let",
+    "a",
+    "an",
+    "the",
+    "and",
+    "or",
+    "but",
+    "so",
+    "of",
+    "to",
+    "in",
+    "on",
+    "at",
+    "for",
+    "with",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "it",
+    "its",
+    "it's",
+    "this",
+    "that",
+    "these",
+    "those",
+    "you",
+    "your",
+    "i",
+    "we",
+    "they",
+    "he",
+    "she",
+    "my",
+    "our",
+    "their",
+    "as",
+    "by",
+    "from",
+    "not",
+    "do",
+    "does",
+    "can",
+    "will",
+    "just",
+    "if",
+    "then",
+    "than",
+    "what",
+    "which",
+    "who",
+    "how",
+    "why",
+    "when",
+    "there",
+    "here",
+    "has",
+    "have",
+    "had",
+    "about",
+    "into",
+    "out",
+    "up",
+    "all",
+    "more",
+    "some",
+    "one",
+    "also",
+    "let's",
+    "let",
 }
 
 
@@ -99,9 +198,9 @@ def annotate(text: str, style: ScriptStyle) -> ScriptIntent:
         run_type = "neutral"
         run_intensity = 0.0
 
-        def close_run() -> None:
+        def close_run(run: list[str], run_type: str, run_intensity: float) -> None:
             if run:
-                segments.append(Segment(" ".join(run), run_type, run_intensity))  # noqa: B023
+                segments.append(Segment(" ".join(run), run_type, run_intensity))
                 run.clear()
 
         for index, token in enumerate(tokens):
@@ -113,19 +212,19 @@ def annotate(text: str, style: ScriptStyle) -> ScriptIntent:
                 core, tail = stripped, token[len(stripped) :]
             kind = "emphasis" if is_emph else "neutral"
             if kind != run_type or (is_emph and round(emphasis[index], 2) != run_intensity):
-                close_run()
+                close_run(run, run_type, run_intensity)
                 run_type, run_intensity = kind, (round(emphasis[index], 2) if is_emph else 0.0)
             run.append(core)
             if tail:
-                close_run()
+                close_run(run, run_type, run_intensity)
                 run_type, run_intensity = "neutral", 0.0
                 run.append(tail)
             last = index == len(tokens) - 1
             if not last and _CLAUSE_END.search(token):
-                close_run()
+                close_run(run, run_type, run_intensity)
                 run_type, run_intensity = "neutral", 0.0
                 segments.append(Segment("", "pause", 0.0, pause_short_s))
-        close_run()
+        close_run(run, run_type, run_intensity)
         if sentence_index < len(sentences) - 1 and _SENTENCE_END.search(tokens[-1] if tokens else ""):
             segments.append(Segment("", "pause", 0.0, pause_long_s))
     return normalize(ScriptIntent(tuple(segments)))

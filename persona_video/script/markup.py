@@ -107,7 +107,8 @@ def parse_markup(text: str) -> ScriptIntent:
             parts = text[i + 1 : close].split()
             if not parts or parts[0].lower() != "pause" or len(parts) > 2:
                 raise MarkupError(
-                    f"unknown tag '[{text[i + 1 : close]}]' at {_where(text, i)}: the only tag is [pause] or [pause SECONDS]"
+                    f"unknown tag '[{text[i + 1 : close]}]' at {_where(text, i)}: "
+                    "the only tag is [pause] or [pause SECONDS]"
                 )
             pause_s = None
             if len(parts) == 2:

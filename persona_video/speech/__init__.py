@@ -128,7 +128,10 @@ def synthesize_with_intent(
         for chunk in _chunks(tts, segments, word_indices):
             chunk_segments = [intent.segments[i] for i in chunk]
             groups = [tts.phonemize(s.text) for s in chunk_segments]
-            speeds = [speed * (1.0 - EMPHASIS_SLOWDOWN * s.intensity) if s.intent_type == "emphasis" else speed for s in chunk_segments]
+            speeds = [
+                speed * (1.0 - EMPHASIS_SLOWDOWN * s.intensity) if s.intent_type == "emphasis" else speed
+                for s in chunk_segments
+            ]
             if tts.name != "hibari":
                 speeds = [speed] * len(chunk_segments)
             phrase = tts.synthesize_groups(groups, speeds, seed=int(rng.integers(0, 2**31)))

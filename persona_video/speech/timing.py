@@ -36,7 +36,9 @@ def frame_intents(spans: list[SegmentSpan], num_frames: int, fps: int = FPS) -> 
         ends = np.array([s.end_s for s in timed])
         levels = np.array([intent_value(s) for s in timed], dtype=np.float32)
         # distance from each frame centre to each span (0 inside it)
-        distance = np.maximum(starts[None, :] - centres[:, None], 0.0) + np.maximum(centres[:, None] - ends[None, :], 0.0)
+        distance = np.maximum(starts[None, :] - centres[:, None], 0.0) + np.maximum(
+            centres[:, None] - ends[None, :], 0.0
+        )
         nearest = np.argmin(distance, axis=1)
         values = levels[nearest]
         speech = [s for s in timed if s.intent_type != "pause"]
