@@ -69,7 +69,13 @@ class ScriptIntent:
     @property
     def spoken_text(self) -> str:
         """The words alone, as a listener hears them."""
-        return " ".join(s.text for s in self.segments if s.intent_type != "pause" and s.text).strip()
+        out = ""
+        for seg in self.segments:
+            if seg.intent_type == "pause" or not seg.text:
+                continue
+            glue = "" if not out or seg.text[0] in ".,!?;:)" else " "
+            out += glue + seg.text
+        return out.strip()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import re
 from ..personas import Persona
 from ..types import ScriptIntent
 from .annotate import annotate
+from .llm_common import target_words
 
 _LEADING = re.compile(
     r"^(?:please\s+)?(?:can you\s+|could you\s+)?"
@@ -86,7 +87,7 @@ def key_phrases(subject: str) -> list[str]:
 
 
 def write_offline(prompt: str, persona: Persona, *, max_tokens: int, seed: int = 0) -> ScriptIntent:
-    """A persona-styled script for the prompt, within about 0.75 * max_tokens words.
+    """A persona-styled script for the prompt, as long as an LLM would be asked for (llm_common.target_words).
 
     Deterministic for (prompt, persona, max_tokens, seed).
     """
@@ -103,20 +104,15 @@ def write_offline(prompt: str, persona: Persona, *, max_tokens: int, seed: int =
     }
     body = rng.sample(templates["body"], k=2)
     sentences = [rng.choice(templates["hook"]), *body, rng.choice(templates["close"])]
-    word_budget = max(12, int(max_tokens * 0.75))
-    chosen: list[str] = []
-    used = 0
-    for index, sentence in enumerate(sentences):
-        text = sentence.format(**fill)
-        words = len(text.split())
-        is_close = index == len(sentences) - 1
-        if used + words > word_budget and chosen and not is_close:
-            continue
-        if used + words > word_budget and is_close and len(chosen) > 1:
-            chosen.pop()  # keep the close: drop the last body beat instead
-        chosen.append(text)
-        used = sum(len(c.split()) for c in chosen)
+    word_budget = target_words(max_tokens)  # the same length an LLM is asked for
+    texts = [sentence.format(**fill) for sentence in sentences]
+    # hook and close always; body beats while they fit
+    chosen = [texts[0], texts[-1]]
+    for beat in texts[1:-1]:
+        if sum(len(t.split()) for t in chosen) + len(beat.split()) <= word_budget:
+            chosen.insert(-1, beat)
     script = " ".join(chosen)
-    if len(script.split()) > word_budget:
-        script = " ".join(script.split()[:word_budget]).rstrip(",;:") + "."
+    words = script.split()
+    if len(words) > word_budget:  # a tiny budget: the hook's first words
+        script = " ".join(words[:word_budget]).rstrip(",;:.!?") + "."
     return annotate(script, persona.script)
