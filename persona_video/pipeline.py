@@ -81,6 +81,10 @@ def prepare(request: Request) -> tuple[Persona, GovernorConfig, stages.Portrait]
         raise InputError("give either a prompt (what to explain) or a script (what to say), not both")
     config = governor_config_for(persona, request.governor)
     stages.check_backends(request)
+    if request.reference_wav is not None:
+        from .speech import validate_reference_upload
+
+        validate_reference_upload(request.reference_wav)
     portrait = stages.load_portrait_for(persona, request.portrait, request.framing)
     return persona, config, portrait
 

@@ -131,6 +131,7 @@ def speak(script: Script, persona: Persona, request: Request) -> Speech:
         backend=request.speech_backend,
         speed=request.speed,
         seed=request.seed,
+        reference_wav=request.reference_wav,
     )
 
 

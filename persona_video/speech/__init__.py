@@ -36,22 +36,57 @@ PEAK = 0.89  # -1 dBFS
 SPEECH_BACKENDS = ("auto", "hibari", "piper", "xtts")
 _PUNCTUATION = set(".,!?;:—–-…\"'()")
 
-__all__ = ["SPEECH_BACKENDS", "resolve_voice", "synthesize_with_intent", "write_wav", "read_wav"]
+__all__ = [
+    "SPEECH_BACKENDS",
+    "validate_reference_upload",
+    "resolve_voice",
+    "synthesize_with_intent",
+    "write_wav",
+    "read_wav",
+]
 
 
-def resolve_voice(persona: Persona, voice: str | None = None, backend: str = "auto") -> tuple[str, str]:
-    """(backend, voice) that will speak, from the request and the persona."""
+def _xtts_status():
+    from ..checkpoints import heavy_backend_status
+
+    return heavy_backend_status("xtts")
+
+
+def resolve_voice(
+    persona: Persona, voice: str | None = None, backend: str = "auto", reference_wav: str | Path | None = None
+) -> tuple[str, str, str]:
+    """(backend, voice, notice) that will speak, from the request and the persona.
+
+    auto: XTTS voice cloning when its weights and runtime are here and there is
+    a reference recording (the request's or the persona's); otherwise the
+    embedded voice, with a notice when a reference was given but cannot be used.
+    """
     if backend not in SPEECH_BACKENDS:
         raise InputError(f"unknown speech backend {backend!r}: choose one of {', '.join(SPEECH_BACKENDS)}")
-    voice = voice or persona.speech.voice
+    reference = reference_wav or (
+        str(persona.resolve_path(persona.speech.reference_wav)) if persona.speech.reference_wav else None
+    )
     if backend == "xtts":
-        raise BackendUnavailable("the xtts speech backend is not available here: see `python -m persona_video doctor`")
+        status = _xtts_status()
+        if not status.available:
+            raise BackendUnavailable(f"the xtts speech backend cannot run here: {status.reason}")
+        if reference is None:
+            raise InputError("xtts clones a voice: upload a reference recording of 3-30 s of speech")
+        return "xtts", str(reference), ""
+    notice = ""
+    if backend == "auto" and reference is not None:
+        status = _xtts_status()
+        if status.available:
+            return "xtts", str(reference), ""
+        if reference_wav is not None:
+            notice = f"voice cloning (XTTS) is not available here, so the default voice was used: {status.reason}"
+    voice = voice or persona.speech.voice
     if voice not in EMBEDDED_VOICES:
         raise InputError(f"unknown voice {voice!r}: choose one of {', '.join(EMBEDDED_VOICES)}")
     needed = EMBEDDED_VOICES[voice]
     if backend not in ("auto", needed):
         raise InputError(f"voice {voice!r} is a {needed} voice, not {backend}: choose backend {needed} or auto")
-    return needed, voice
+    return needed, voice, notice
 
 
 def _phrases(intent: ScriptIntent) -> list[tuple[list[int], list[int]]]:
@@ -91,18 +126,26 @@ def synthesize_with_intent(
     speed: float | None = None,
     seed: int = 0,
     fps: int = FPS,
+    reference_wav: str | Path | None = None,
 ) -> Speech:
     """Speak the script; returns audio, the intent timing map and phoneme timings.
 
-    speed None means the persona's speed (0.5..2).
+    speed None means the persona's speed (0.5..2). reference_wav: a voice to
+    clone (3-30 s) when XTTS can run; otherwise the embedded voice is used and
+    the result's notice says so.
     """
-    backend_name, voice_name = resolve_voice(persona, voice, backend)
+    backend_name, voice_name, notice = resolve_voice(persona, voice, backend, reference_wav)
     speed = persona.speech.speed if speed is None else float(speed)
     if not 0.5 <= speed <= 2.0:
         raise InputError(f"speed {speed} is out of range: use 0.5 to 2")
     if not any(s.intent_type != "pause" and s.text.strip() for s in intent.segments):
         raise InputError("the script has no words to speak: write at least one sentence")
-    tts = get_voice(voice_name)
+    if backend_name == "xtts":
+        from .xtts_voice import XTTSVoice
+
+        tts = XTTSVoice(Path(voice_name))
+    else:
+        tts = get_voice(voice_name)
     rate = tts.sample_rate
     rng = np.random.default_rng(seed)
     low_s, high_s = persona.script.pause_range_s
@@ -132,7 +175,7 @@ def synthesize_with_intent(
                 speed * (1.0 - EMPHASIS_SLOWDOWN * s.intensity) if s.intent_type == "emphasis" else speed
                 for s in chunk_segments
             ]
-            if tts.name != "hibari":
+            if tts.name == "piper":  # one length scale per call
                 speeds = [speed] * len(chunk_segments)
             phrase = tts.synthesize_groups(groups, speeds, seed=int(rng.integers(0, 2**31)))
             audio = _emphasise(phrase.audio, phrase.group_spans, chunk_segments, rate)
@@ -160,7 +203,8 @@ def synthesize_with_intent(
         timing=timing,
         phonemes=tuple(phoneme_timings),
         backend=backend_name,
-        voice=voice_name,
+        voice=tts.voice,
+        notice=notice,
     )
 
 
@@ -241,3 +285,10 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     if channels > 1:
         audio = audio.reshape(-1, channels).mean(axis=1)
     return audio, rate
+
+
+def validate_reference_upload(path: str | Path) -> None:
+    """Check an uploaded reference voice (readable, 3-30 s, not silent); InputError with the fix."""
+    from ..heavy.xtts import validate_reference_wav
+
+    validate_reference_wav(Path(path))
