@@ -110,6 +110,7 @@ def run(request: Request, *, root: Path | None = None) -> Iterator[StageEvent]:
 
         validate_prompt(request.prompt)
     job = Job.create(request.to_dict(), root)
+    job.set_state("running", backends=stages.auto_choices(request, persona))
     if request.portrait is not None:
         stages.save_portrait(job, portrait)
 

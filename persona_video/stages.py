@@ -58,12 +58,53 @@ def check_backends(request: Request) -> None:
         raise InputError(f"unknown enhancer {request.enhancer!r}: choose one of {', '.join(ENHANCERS)}")
     if request.framing not in FRAMINGS:
         raise InputError(f"unknown framing {request.framing!r}: choose crop or full")
+    from .checkpoints import heavy_backend_status
+
     if request.motion_backend == "sadtalker":
-        raise BackendUnavailable(
-            "the sadtalker motion backend needs a SadTalker checkout and weights: see `python -m persona_video doctor`"
-        )
+        status = heavy_backend_status("sadtalker")
+        if not status.available:
+            raise BackendUnavailable(f"the sadtalker motion backend cannot run here: {status.reason}")
     if request.enhancer == "gfpgan":
-        raise BackendUnavailable("the gfpgan enhancer needs GFPGANv1.4.pth: see `python -m persona_video doctor`")
+        status = heavy_backend_status("gfpgan")
+        if not status.available:
+            raise BackendUnavailable(f"the gfpgan enhancer cannot run here: {status.reason}")
+
+
+def auto_choices(request: Request, persona: Persona) -> dict[str, dict[str, str]]:
+    """What each stage will run and why, for the manifest and the app's "auto picked" line."""
+    from .checkpoints import heavy_backend_status
+    from .script import resolve_script_backend
+    from .speech import resolve_voice
+
+    script_backend, script_why = resolve_script_backend(request.script_backend)
+    if request.script is not None:
+        script_backend, script_why = "given", "the request carries its own script"
+    speech_backend, voice, notice = resolve_voice(persona, request.voice, request.speech_backend, request.reference_wav)
+    xtts = heavy_backend_status("xtts")
+    if speech_backend == "xtts":
+        speech_why = f"voice cloning from {Path(voice).name}: {xtts.reason}"
+    elif request.speech_backend == "auto":
+        speech_why = f"voice {voice}" + (
+            f"; xtts not used: {xtts.reason}" if not xtts.available else "; no reference voice"
+        )
+    else:
+        speech_why = "chosen"
+    sadtalker = heavy_backend_status("sadtalker")
+    motion_why = "chosen" if request.motion_backend == "embedded" else f"sadtalker not used: {sadtalker.reason}"
+    gfpgan = heavy_backend_status("gfpgan")
+    use_gfpgan = request.enhancer == "gfpgan" or (request.enhancer == "auto" and gfpgan.available)
+    enhance_why = (
+        gfpgan.reason
+        if use_gfpgan
+        else ("chosen" if request.enhancer == "none" else f"gfpgan not used: {gfpgan.reason}")
+    )
+    return {
+        "script": {"backend": script_backend, "why": script_why},
+        "speech": {"backend": speech_backend, "why": speech_why + (f" ({notice})" if notice else "")},
+        "motion": {"backend": "embedded", "why": motion_why},
+        "render": {"backend": "embedded", "why": motion_why},
+        "enhance": {"backend": "gfpgan" if use_gfpgan else "none", "why": enhance_why},
+    }
 
 
 def _animator_for(image: np.ndarray, framing: str) -> tuple[str, Any]:

@@ -123,9 +123,9 @@ class PortraitAnimator:
         """(10, V) iris points follow the mean of their eye's corners (they are not mesh vertices)."""
         weights = np.zeros((10, len(self.rest_vertices)))
         for i in range(10):
-            corners = (33, 133) if i < 5 else (263, 362)
-            nearer = corners if np.linalg.norm(points[468 + i] - points[corners[0]]) < 3 * self.face.face_h else corners
-            weights[i, list(nearer)] = 0.5
+            iris = points[468 + i]
+            near_right = np.linalg.norm(iris - points[33]) < np.linalg.norm(iris - points[263])
+            weights[i, [33, 133] if near_right else [263, 362]] = 0.5
         return weights
 
     def clip_coeffs(self, coeffs: np.ndarray) -> np.ndarray:
