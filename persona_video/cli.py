@@ -231,6 +231,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # MediaPipe's native logging goes straight to stderr; keep the CLI's output readable
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

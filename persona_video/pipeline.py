@@ -81,6 +81,11 @@ def prepare(request: Request) -> tuple[Persona, GovernorConfig, stages.Portrait]
         raise InputError("give either a prompt (what to explain) or a script (what to say), not both")
     config = governor_config_for(persona, request.governor)
     stages.check_backends(request)
+    from .speech import resolve_voice
+
+    resolve_voice(persona, request.voice, request.speech_backend, request.reference_wav)
+    if request.script is not None:
+        script_from_text(request.script, persona)  # broken markup is reported before any work
     if request.reference_wav is not None:
         from .speech import validate_reference_upload
 
@@ -104,6 +109,7 @@ def _timed(stage: str, job: Job, fn, *args, **kwargs):
 
 def run(request: Request, *, root: Path | None = None) -> Iterator[StageEvent]:
     """Run every stage for a request, yielding an event as each finishes."""
+    started = time.perf_counter()
     persona, config, portrait = prepare(request)
     if request.prompt is not None:
         from .script import validate_prompt
@@ -133,11 +139,17 @@ def run(request: Request, *, root: Path | None = None) -> Iterator[StageEvent]:
     job.add_notice(script.notice)
     yield StageEvent("script", job.job_id, script.backend, seconds, script, script.notice)
 
-    yield from _from_speech(job, request, persona, config, portrait, script)
+    yield from _from_speech(job, request, persona, config, portrait, script, started)
 
 
 def _from_speech(
-    job: Job, request: Request, persona: Persona, config: GovernorConfig, portrait: stages.Portrait, script: Script
+    job: Job,
+    request: Request,
+    persona: Persona,
+    config: GovernorConfig,
+    portrait: stages.Portrait,
+    script: Script,
+    started: float,
 ) -> Iterator[StageEvent]:
     speech, seconds = _timed("speech", job, stages.speak, script, persona, request)
     stages.save_speech(job, speech)
@@ -150,7 +162,7 @@ def _from_speech(
     job.record_stage("motion", track.backend, seconds, frames=track.num_frames)
     yield StageEvent("motion", job.job_id, track.backend, seconds, track)
 
-    yield from _render(job, request, config, portrait, speech.audio, speech.sample_rate, speech.timing, track)
+    yield from _render(job, request, config, portrait, speech.audio, speech.sample_rate, speech.timing, track, started)
 
 
 def _render(
@@ -162,7 +174,9 @@ def _render(
     sample_rate: int,
     timing: IntentTimingMap,
     track: MotionTrack,
+    started: float,
 ) -> Iterator[StageEvent]:
+    """Governor, render and encode; the done event carries the wall time since `started`."""
     from .governor import govern
 
     (governed, gains), seconds = _timed("governor", job, govern, track, timing, config)
@@ -175,7 +189,7 @@ def _render(
         "video", job, stages.render_video, job, portrait, governed, audio, sample_rate, timing, request
     )
     job.record_stage("video", backend, seconds, frames=governed.num_frames)
-    total = sum(s["seconds"] for s in job.manifest["stages"].values())
+    total = time.perf_counter() - started
     job.set_state("done", finished=time.time(), processing_time=round(total, 3))
     yield StageEvent("video", job.job_id, backend, seconds, video)
     yield StageEvent("done", job.job_id, "", total, job)
@@ -191,6 +205,7 @@ def speak_script(job_id: str, script_text: str, *, root: Path | None = None) -> 
 def rerender(job_id: str, governor: dict[str, Any] | None = None, *, root: Path | None = None) -> Iterator[StageEvent]:
     """New governor settings on a finished job: reuse its audio, timing map and raw
     coefficients; run governor, render and encode only; replace its video."""
+    started = time.perf_counter()
     job = Job.open(job_id, root)
     if job.manifest.get("state") == "running":
         from .errors import InputError
@@ -209,7 +224,7 @@ def rerender(job_id: str, governor: dict[str, Any] | None = None, *, root: Path 
     audio, sample_rate, timing, track = stages.load_for_rerender(job)
     job.write_json("request.json", request.to_dict())
     job.set_state("running", rerenders=int(job.manifest.get("rerenders", 0)) + 1)
-    yield from _render(job, request, config, portrait, audio, sample_rate, timing, track)
+    yield from _render(job, request, config, portrait, audio, sample_rate, timing, track, started)
 
 
 __all__ = ["Request", "StageEvent", "prepare", "rerender", "run", "speak_script", "Speech"]

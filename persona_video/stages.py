@@ -220,13 +220,40 @@ def render_video(
     from .encode import VideoEncoder, write_webvtt
 
     animator = portrait.animator
-    height, width = animator.output_size
+    height, width = animator.height, animator.width
     metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
+    enhancer = _enhancer_for(request)
     out = job.path("video.mp4")
     with VideoEncoder(
         out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata
     ) as enc:
-        for frame in animator.render(track.coeffs):
-            enc.write(frame)
+        if enhancer is None:
+            for frame in animator.render(track.coeffs):
+                enc.write(frame)
+        else:
+            for start in range(0, track.num_frames, ENHANCE_BATCH):
+                block = track.coeffs[start : start + ENHANCE_BATCH]
+                frames = np.stack([animator.render_frame(c) for c in block])
+                landmarks = np.stack([animator.frame_landmarks(c) for c in block])
+                enc.write_batch(enhancer.enhance_batch(frames, landmarks))
     write_webvtt(timing.spans, job.path("captions.vtt"))
-    return out, "embedded"
+    return out, "embedded+gfpgan" if enhancer is not None else "embedded"
+
+
+ENHANCE_BATCH = 8
+
+
+def _enhancer_for(request: Request):
+    """The GFPGAN enhancer when asked for (or auto and available), else None."""
+    if request.enhancer == "none":
+        return None
+    from .checkpoints import heavy_backend_status, weight_path
+
+    status = heavy_backend_status("gfpgan")
+    if not status.available:
+        if request.enhancer == "gfpgan":
+            raise BackendUnavailable(f"the gfpgan enhancer cannot run here: {status.reason}")
+        return None
+    from .heavy.gfpgan import GFPGANEnhancer
+
+    return GFPGANEnhancer(weight_path("gfpgan"), device="auto")

@@ -22,7 +22,15 @@ from persona_video import expression as ex
 from persona_video.render.face import FaceLandmarks
 from persona_video.render.mesh import NUM_FACE_VERTICES, build_mesh, pixel_matrix, signed_areas
 from persona_video.render.mouth import inner_gap_px, paint_mouth_interior
-from persona_video.render.shapes import EXPRESSION_CLIP, FaceFrame, expression_basis
+from persona_video.render.shapes import (
+    EXPRESSION_CLIP,
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
+    FaceFrame,
+    expression_basis,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +40,14 @@ CROP_FACE_HEIGHTS = 2.0
 #: ... and its centre sits this many face heights below the face centre (shows the shoulders).
 CROP_CENTRE_DROP = 0.12
 #: Fixed-point iterations inverting the forward displacement field.
-INVERSE_ITERATIONS = 2
+INVERSE_ITERATIONS = 3
+#: The displacement field is computed on a grid this many pixels apart and upsampled.
+FIELD_STEP = 2
+#: Share of the face mesh's depth detail (nose, brows) kept when posing, 0..1.
+DEPTH_DETAIL = 0.3
+RELIEF_BLUR_FACE_H = 0.05
+#: Distance from the face's front to the head's turning axis, face heights.
+SKULL_DEPTH_FACE_H = 0.5
 MAX_TRANS_XY_FACE_H = 0.08
 MAX_SCALE_CHANGE = 0.08
 _POSE_LIMITS = np.array([ex.MAX_YAW_RAD, ex.MAX_PITCH_RAD, ex.MAX_ROLL_RAD])
@@ -83,6 +98,30 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return r_roll @ r_pitch @ r_yaw
 
 
+def _posing_depth(uv: np.ndarray, depth: np.ndarray, face_h: float, detail: float = DEPTH_DETAIL) -> np.ndarray:
+    """(N,) depth in pixels used for posing, relative to the rotation pivot.
+
+    A wide ellipsoid (the skull) plus ``detail`` of the face mesh's own relief
+    (nose, brows) around a quadratic fit. The true depth is steep at the
+    silhouette and under the nose, where a rigid turn would fold the 2-D mesh
+    (those parts really hide themselves); the ellipsoid keeps every point in
+    front of the silhouette for the supported angles.
+    uv: (N, 2) face coordinates (face heights); depth: (N,) MediaPipe z, pixels; face_h: pixels.
+    """
+    u, v = uv[:, 0], uv[:, 1]
+    half_w = max(float(np.abs(u).max()), 0.2)
+    shell = np.clip(1.0 - (u / (1.5 * half_w)) ** 2 - (v / 0.8) ** 2, 0.05, 1.0)
+    design = np.column_stack([np.ones_like(u), u, v, u * u, v * v, u * v])
+    coef, *_ = np.linalg.lstsq(design, depth, rcond=None)
+    relief = depth - design @ coef
+    # smoothed, so the nose bulges as a whole without the steep underside that would fold
+    dist2 = np.sum((uv[:, None, :] - uv[None, :, :]) ** 2, axis=2)
+    blur = np.exp(-dist2 / (2.0 * RELIEF_BLUR_FACE_H**2))
+    relief = (blur @ relief) / blur.sum(axis=1)
+    centre_weight = np.exp(-((u / 0.16) ** 2) - ((v / 0.3) ** 2))  # relief only where the face is frontal
+    return -SKULL_DEPTH_FACE_H * face_h * np.sqrt(shell) + detail * centre_weight * relief
+
+
 class PortraitAnimator:
     """Animates one portrait from compact-70/73 coefficients (see ``persona_video.expression``).
 
@@ -103,21 +142,72 @@ class PortraitAnimator:
         self.basis = expression_basis(self.mesh.vertices, self.face, self.mesh.is_neck).astype(np.float64)
         self.rest_areas = signed_areas(self.rest_vertices, self.mesh.triangles)
         face_h = self.face.face_h
-        self.pivot = np.array([*(self.face.centre + 0.2 * face_h * self.face.down),
-                               float(np.mean(depth[:468])) + 0.35 * face_h])
-        self.mesh.depth[NUM_FACE_VERTICES:] = self.pivot[2] - 0.15 * face_h
+        self.pivot = np.array([*(self.face.centre + 0.2 * face_h * self.face.down), 0.0])
+        face_uv = self.face.to_face(points[:NUM_FACE_VERTICES])
+        self.mesh.depth[:NUM_FACE_VERTICES] = _posing_depth(face_uv, depth[:NUM_FACE_VERTICES], face_h)
+        self.mesh.depth[NUM_FACE_VERTICES:] = -0.15 * face_h
         self.rest_gap_px = inner_gap_px(points, self.face.down)
         lo = np.floor(self.rest_vertices.min(axis=0)).astype(int)
         hi = np.ceil(self.rest_vertices.max(axis=0)).astype(int) + 1
-        self.box = (max(lo[0], 0), max(lo[1], 0), min(hi[0], self.width), min(hi[1], self.height))
-        x0, y0, x1, y1 = self.box
-        self.matrix = pixel_matrix(self.mesh, self.box)
-        grid_y, grid_x = np.mgrid[0 : y1 - y0, 0 : x1 - x0].astype(np.float32)
-        self.grid_local = np.dstack([grid_x, grid_y])
-        self.box_origin = np.array([x0, y0], dtype=np.float32)
+        x0, y0 = max(lo[0], 0), max(lo[1], 0)
+        x1, y1 = min(hi[0], self.width), min(hi[1], self.height)
+        # even box sides, so the half-resolution field upsamples exactly
+        x0, y0 = max(x0 - (x1 - x0) % 2, 0), max(y0 - (y1 - y0) % 2, 0)
+        x1, y1 = x1 + (x1 - x0) % 2, y1 + (y1 - y0) % 2
+        self.box = (x0, y0, x1, y1)
+        self.matrix = pixel_matrix(self.mesh, self.box, step=FIELD_STEP)
+        coarse_h, coarse_w = (y1 - y0) // FIELD_STEP, (x1 - x0) // FIELD_STEP
+        grid_y, grid_x = np.mgrid[0:coarse_h, 0:coarse_w].astype(np.float32)
+        self.coarse_grid = np.dstack([grid_x, grid_y])
+        grid_y, grid_x = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        self.fine_grid = np.dstack([grid_x, grid_y])
+        self.eye_triangles = self._eye_triangles()
         self.iris_weights = self._iris_weights(points)
         logger.info("animator ready: %dx%d frame, %d vertices, %d triangles, %d animated pixels",
                     self.width, self.height, len(self.rest_vertices), len(self.mesh.triangles), self.matrix.nnz // 3)
+
+    def _eye_triangles(self) -> tuple[np.ndarray, np.ndarray]:
+        """Triangles a blink moves (right eye, left eye): their pixels get an exact inverse."""
+        out = []
+        for chains in ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER), (LEFT_EYE_UPPER, LEFT_EYE_LOWER)):
+            on_lid = np.zeros(len(self.rest_vertices), dtype=bool)
+            on_lid[list(chains[0] + chains[1])] = True
+            out.append(np.flatnonzero(on_lid[self.mesh.triangles].any(axis=1)))
+        return out[0], out[1]
+
+    def _exact_inverse(self, placed: np.ndarray, triangle_ids: np.ndarray, lookup: np.ndarray) -> None:
+        """Overwrite ``lookup`` (box-sized (h, w, 2) source coordinates) with the exact
+        piecewise-affine inverse inside the given triangles at ``placed`` (V, 2).
+
+        A closing lid squeezes the eye into a line: there the fixed-point inverse
+        converges too slowly and the iris would show through the lid.
+        """
+        x0, y0, x1, y1 = self.box
+        tris = self.mesh.triangles[triangle_ids]
+        dest, src = placed[tris], self.rest_vertices[tris]  # (K, 3, 2)
+        lo = np.maximum(np.floor(dest.reshape(-1, 2).min(axis=0)).astype(int), (x0, y0))
+        hi = np.minimum(np.ceil(dest.reshape(-1, 2).max(axis=0)).astype(int) + 1, (x1, y1))
+        if (hi <= lo).any():
+            return
+        yy, xx = np.mgrid[lo[1] : hi[1], lo[0] : hi[0]]
+        pixels = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float64)  # (P, 2)
+        a, b, c = dest[:, 0], dest[:, 1], dest[:, 2]
+        det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        usable = np.abs(det) > 1e-6
+        det = np.where(usable, det, 1.0)
+        px = pixels[:, None, 0] - a[None, :, 0]
+        py = pixels[:, None, 1] - a[None, :, 1]
+        wb = (px * (c[:, 1] - a[:, 1]) - py * (c[:, 0] - a[:, 0])) / det
+        wc = (py * (b[:, 0] - a[:, 0]) - px * (b[:, 1] - a[:, 1])) / det
+        wa = 1.0 - wb - wc
+        inside = (wa >= -1e-6) & (wb >= -1e-6) & (wc >= -1e-6) & usable
+        hit = inside.any(axis=1)
+        if not hit.any():
+            return
+        k = np.argmax(inside[hit], axis=1)
+        rows = np.flatnonzero(hit)
+        source = (wa[rows, k, None] * src[k, 0] + wb[rows, k, None] * src[k, 1] + wc[rows, k, None] * src[k, 2])
+        lookup[pixels[rows, 1].astype(int) - y0, pixels[rows, 0].astype(int) - x0] = source.astype(np.float32)
 
     def _iris_weights(self, points: np.ndarray) -> np.ndarray:
         """(10, V) iris points follow the mean of their eye's corners (they are not mesh vertices)."""
@@ -141,8 +231,8 @@ class PortraitAnimator:
         out[ex.TRANS_Z] = np.clip(out[ex.TRANS_Z], -MAX_SCALE_CHANGE, MAX_SCALE_CHANGE)
         return out
 
-    def _place(self, coeffs: np.ndarray) -> np.ndarray:
-        """(70,) clipped coefficients -> (V, 2) vertex positions."""
+    def place_vertices(self, coeffs: np.ndarray) -> np.ndarray:
+        """(70,) clipped coefficients -> (V, 2) vertex positions, without the fold guard."""
         moved = self.rest_vertices + np.tensordot(coeffs[:10], self.basis, axes=1)
         rotation = _rotation(coeffs[ex.YAW], coeffs[ex.PITCH], coeffs[ex.ROLL])
         rel = np.column_stack([moved - self.pivot[:2], self.mesh.depth - self.pivot[2]])
@@ -156,14 +246,20 @@ class PortraitAnimator:
         """(V, 2) vertex positions for one frame, strength reduced if a triangle would fold."""
         clipped = self.clip_coeffs(coeffs)
         for strength in (1.0, 0.8, 0.6, 0.4, 0.2, 0.0):
-            placed = self._place(clipped * strength)
-            areas = signed_areas(placed, self.mesh.triangles)
-            ok_faces = areas[~self.mesh.hole_triangle_mask] > 0.02 * self.rest_areas[~self.mesh.hole_triangle_mask]
-            if ok_faces.all() and (areas[self.mesh.hole_triangle_mask] > -0.05).all():
+            placed = self.place_vertices(clipped * strength)
+            if not self.folded_triangles(placed).any():
                 if strength < 1.0:
                     logger.debug("coefficients scaled to %.1f to avoid a folded triangle", strength)
                 return placed
         return self.rest_vertices.copy()
+
+    def folded_triangles(self, placed: np.ndarray) -> np.ndarray:
+        """(F,) bool: triangles turned over (or, for face triangles, squashed below 2 %) at ``placed`` (V, 2)."""
+        areas = signed_areas(placed, self.mesh.triangles)
+        holes, slivers = self.mesh.hole_triangle_mask, self.mesh.sliver_mask
+        # a closed lid or lip strip may end a hair's width inside out under a turn: invisible
+        squashed = (areas <= 0.02 * self.rest_areas) & ~slivers
+        return np.where(holes, areas < -np.maximum(2.0, 0.1 * self.rest_areas), squashed)
 
     def frame_landmarks(self, coeffs: np.ndarray) -> np.ndarray:
         """(478, 2) float32 landmark positions in the rendered frame (MediaPipe convention: x*W, y*H)."""
@@ -183,12 +279,18 @@ class PortraitAnimator:
         placed = self.vertex_positions(clipped)
         displacement = (placed - self.rest_vertices).astype(np.float32)
         x0, y0, x1, y1 = self.box
-        field = (self.matrix @ displacement).reshape(y1 - y0, x1 - x0, 2)
-        lookup = self.grid_local - field
+        coarse_h, coarse_w = self.coarse_grid.shape[:2]
+        # forward field on the half-resolution grid, in half-resolution units
+        field = (self.matrix @ displacement).reshape(coarse_h, coarse_w, 2) * (1.0 / FIELD_STEP)
+        inverse = field
         for _ in range(INVERSE_ITERATIONS):
-            lookup = self.grid_local - cv2.remap(field, lookup, None, cv2.INTER_LINEAR,
-                                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        lookup += self.box_origin
+            inverse = cv2.remap(field, self.coarse_grid - inverse, None, cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        inverse *= FIELD_STEP
+        lookup = self.fine_grid - cv2.resize(inverse, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        for eye, blink in ((0, clipped[ex.BLINK_RIGHT]), (1, clipped[ex.BLINK_LEFT])):
+            if blink > 0.05:
+                self._exact_inverse(placed, self.eye_triangles[eye], lookup)
         frame[y0:y1, x0:x1] = cv2.remap(self.image, lookup, None, cv2.INTER_LINEAR,
                                         borderMode=cv2.BORDER_REFLECT_101)
         gap = inner_gap_px(placed, self.face.down)

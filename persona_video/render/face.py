@@ -90,7 +90,10 @@ def detect_face(image: np.ndarray, name: str = "the portrait") -> FaceLandmarks:
         return _cache[key]
     faces = detect_all_faces(image)
     if not faces:
-        raise InputError(f"no face found in {name}: upload a frontal photo with one clearly visible face")
+        raise InputError(
+            f"no face found in {name}: upload a frontal photo with one clearly visible face "
+            "(a face that fills only a small part of the picture is missed too: crop closer)"
+        )
     if len(faces) > 1:
         raise InputError(
             f"{len(faces)} faces found in {name}: upload a photo with exactly one person, or crop it to one face"

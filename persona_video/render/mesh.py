@@ -73,7 +73,8 @@ class Mesh:
     """vertices: (V, 2) pixels at rest; depth: (V,) pixels (MediaPipe z, rings synthesised);
     pose_weight: (V,) how much each vertex follows the head pose (1 face, 0 anchors);
     is_neck: (V,) bool; triangles: (F, 3) int32, counter-clockwise in image space (positive area);
-    num_hole_triangles: the first triangles are the mouth/eye strips that may collapse."""
+    hole_triangle_mask: (F,) the mouth/eye strips, which may collapse;
+    sliver_mask: (F,) edge-on triangles thinner than SLIVER_HEIGHT_PX."""
 
     vertices: np.ndarray
     depth: np.ndarray
@@ -81,6 +82,19 @@ class Mesh:
     is_neck: np.ndarray
     triangles: np.ndarray
     hole_triangle_mask: np.ndarray
+    sliver_mask: np.ndarray
+
+
+#: Triangles thinner than this at rest (pixels) hold no pixel centre; the face mesh has a few
+#: edge-on ones (nose underside, jaw silhouette) whose flips cannot be seen, so fold checks skip them.
+SLIVER_HEIGHT_PX = 0.5
+
+
+def triangle_heights(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(F,) smallest height of each triangle, pixels (2 * |area| / longest edge)."""
+    corners = vertices[triangles]
+    edges = np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=2).max(axis=1)
+    return 2.0 * np.abs(signed_areas(vertices, triangles)) / np.maximum(edges, 1e-9)
 
 
 def signed_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -141,7 +155,8 @@ def build_mesh(points: np.ndarray, depth: np.ndarray, frame: FaceFrame) -> Mesh:
     covered = float(np.abs(areas).sum()) / max(_hull_area(vertices), 1e-6)
     if abs(covered - 1.0) > 0.01:
         logger.warning("animator mesh covers %.3f of its hull (overlap or gap)", covered)
-    return Mesh(vertices, depth_all, pose_weight, is_neck, triangles, hole_mask)
+    slivers = triangle_heights(vertices, triangles) < SLIVER_HEIGHT_PX
+    return Mesh(vertices, depth_all, pose_weight, is_neck, triangles, hole_mask, slivers & ~hole_mask)
 
 
 def _hull_area(vertices: np.ndarray) -> float:
@@ -150,42 +165,46 @@ def _hull_area(vertices: np.ndarray) -> float:
     return float(ConvexHull(vertices).volume)
 
 
-def pixel_matrix(mesh: Mesh, box: tuple[int, int, int, int]) -> scipy.sparse.csr_matrix:
-    """Barycentric interpolation matrix for the pixel centres of ``box`` = (x0, y0, x1, y1).
+def pixel_matrix(mesh: Mesh, box: tuple[int, int, int, int], step: int = 1) -> scipy.sparse.csr_matrix:
+    """Barycentric interpolation matrix for a grid over ``box`` = (x0, y0, x1, y1), pixels.
 
-    Returns a (h * w, V) float32 CSR matrix: row ``y * w + x`` holds the three
-    barycentric weights of that pixel in its rest triangle (empty outside the mesh).
+    The grid has one point per ``step`` x ``step`` block of pixels, at the block's
+    centre (x0 + (step - 1) / 2 + step * j). Returns a (rows * cols, V) float32 CSR
+    matrix: row ``i * cols + j`` holds the three barycentric weights of grid point
+    (i, j) in its rest triangle (empty outside the mesh).
     """
     x0, y0, x1, y1 = box
-    width, height = x1 - x0, y1 - y0
-    owner = np.full(height * width, -1, dtype=np.int64)
-    weights = np.zeros((height * width, 3), dtype=np.float64)
+    cols, rows = -(-(x1 - x0) // step), -(-(y1 - y0) // step)
+    offset = np.array([x0, y0], dtype=np.float64) + (step - 1) / 2.0
+    owner = np.full(rows * cols, -1, dtype=np.int64)
+    weights = np.zeros((rows * cols, 3), dtype=np.float64)
     verts = mesh.vertices
     for t, (ia, ib, ic) in enumerate(mesh.triangles):
         a, b, c = verts[ia], verts[ib], verts[ic]
-        lo = np.floor(np.minimum(np.minimum(a, b), c)).astype(int)
-        hi = np.ceil(np.maximum(np.maximum(a, b), c)).astype(int)
-        gx0, gy0 = max(lo[0], x0), max(lo[1], y0)
-        gx1, gy1 = min(hi[0] + 1, x1), min(hi[1] + 1, y1)
-        if gx0 >= gx1 or gy0 >= gy1:
+        lo = np.ceil((np.minimum(np.minimum(a, b), c) - offset) / step).astype(int)
+        hi = np.floor((np.maximum(np.maximum(a, b), c) - offset) / step).astype(int)
+        j0, i0 = max(lo[0], 0), max(lo[1], 0)
+        j1, i1 = min(hi[0] + 1, cols), min(hi[1] + 1, rows)
+        if j0 >= j1 or i0 >= i1:
             continue
         det = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
         if abs(det) < 1e-9:
             continue
-        yy, xx = np.mgrid[gy0:gy1, gx0:gx1]
-        px, py = xx.ravel() - a[0], yy.ravel() - a[1]
+        ii, jj = np.mgrid[i0:i1, j0:j1]
+        ii, jj = ii.ravel(), jj.ravel()
+        px = offset[0] + step * jj - a[0]
+        py = offset[1] + step * ii - a[1]
         wb = (px * (c[1] - a[1]) - py * (c[0] - a[0])) / det
         wc = (py * (b[0] - a[0]) - px * (b[1] - a[1])) / det
         wa = 1.0 - wb - wc
         inside = (wa >= -1e-7) & (wb >= -1e-7) & (wc >= -1e-7)
-        rows = (yy.ravel() - y0) * width + (xx.ravel() - x0)
-        take = inside & (owner[rows] < 0)
-        owner[rows[take]] = t
-        weights[rows[take]] = np.stack([wa[take], wb[take], wc[take]], axis=1)
+        index = ii * cols + jj
+        take = inside & (owner[index] < 0)
+        owner[index[take]] = t
+        weights[index[take]] = np.stack([wa[take], wb[take], wc[take]], axis=1)
     covered = np.flatnonzero(owner >= 0)
-    cols = mesh.triangles[owner[covered]]
-    matrix = scipy.sparse.csr_matrix(
-        (weights[covered].ravel().astype(np.float32), (np.repeat(covered, 3), cols.ravel())),
-        shape=(height * width, len(verts)),
+    tri_cols = mesh.triangles[owner[covered]]
+    return scipy.sparse.csr_matrix(
+        (weights[covered].ravel().astype(np.float32), (np.repeat(covered, 3), tri_cols.ravel())),
+        shape=(rows * cols, len(verts)),
     )
-    return matrix

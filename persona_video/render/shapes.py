@@ -33,6 +33,11 @@ RIGHT_BROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
 LEFT_BROW = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
 FOREHEAD, CHIN, RIGHT_CHEEK_EDGE, LEFT_CHEEK_EDGE = 10, 152, 234, 454
 
+#: In a blink the lids meet this share of the eye opening below the lower lid's rest line:
+#: the face mesh often puts the lower lid a little above the iris's lower edge (glasses), and
+#: it only reads a blink when no iris is left showing. The upper lid stops 3 % short of it.
+LOWER_LID_DROP = 0.1
+
 #: Per-control clip range of the expression strengths (lower, upper).
 EXPRESSION_CLIP = np.zeros((ex.EXP_STOP, 2), dtype=np.float32)
 EXPRESSION_CLIP[:10] = (0.0, 1.2)
@@ -54,7 +59,7 @@ class FaceFrame:
         down = points[CHIN] - points[FOREHEAD]
         face_h = float(np.linalg.norm(down))
         down = down / face_h
-        right = np.array([-down[1], down[0]], dtype=np.float64)
+        right = np.array([down[1], -down[0]], dtype=np.float64)
         return cls(points[:468].mean(axis=0).astype(np.float64), right, down, face_h)
 
     def to_face(self, points: np.ndarray) -> np.ndarray:
@@ -99,30 +104,35 @@ def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray
 
     # jaw_open: lower lip, chin and jaw line drop; the hinge is at the ears.
     jaw_px = 0.11
-    ramp = np.interp(du, [half_width, 1.6 * half_width], [0.008, 0.08])
-    w_below = _smoothstep(below / ramp)
-    taper = 0.35 + 0.65 * np.clip(1.0 - (du / half_width) ** 2, 0.0, 1.0)
-    lateral = np.clip(1.0 - 0.8 * (du - 0.5 * half_width) / max(face_half_w - 0.5 * half_width, 1e-3), 0.2, 1.0)
+    # The lower lip moves as one piece; beside the mouth the stretch spreads over the cheek.
+    ramp = np.interp(du, [half_width, 1.8 * half_width], [1e-4, 0.2])
+    lift = np.interp(du, [half_width, 1.8 * half_width], [0.0, 0.05])
+    w_below = _smoothstep((below + lift) / ramp)
+    taper = np.clip(1.0 - (du / half_width) ** 2, 0.0, 1.0)  # 0 at the corners: they are the hinge
+    lateral = _smoothstep(1.0 - (du - 0.5 * half_width) / max(1.05 * face_half_w - 0.5 * half_width, 1e-3))
     lip_thick = float(uv[17, 1] - uv[14, 1])
     into_chin = _smoothstep((below - lip_thick) / 0.06)
     jaw = w_below * (taper + (lateral - taper) * into_chin)
     jaw[list(UPPER_OUTER_LIP)] = 0.0
     jaw[upper_in] = 0.0
     jaw[lower_in] = taper[lower_in]
-    jaw[is_neck] = 0.5 * lateral[is_neck] * (below[is_neck] > 0)
+    jaw[list(MOUTH_CORNERS)] = 0.0
+    jaw[is_neck] = 0.75 * lateral[is_neck] * (below[is_neck] > 0)
     basis[ex.JAW_OPEN, :, 1] = jaw_px * jaw
 
     corners = [(uv[61] + uv[78]) / 2.0, (uv[291] + uv[308]) / 2.0]
     side = np.sign(uv[:, 0] - mouth_centre[0])
     corner_w = np.maximum(_gauss(uv, corners[0], 0.06), _gauss(uv, corners[1], 0.06))
-    lips = np.zeros(num, dtype=bool)
-    lips[list(set(UPPER_INNER_LIP + LOWER_INNER_LIP + UPPER_OUTER_LIP + LOWER_OUTER_LIP))] = True
-    near_mouth = _gauss(uv, mouth_centre, 0.035)
-    upper_side = (below < 0) & lips
-    lower_side = (below > 0) & lips
-    lower_side[lower_in] = True
-    upper_side[upper_in] = True
-    lower_side[[78, 308]] = upper_side[[78, 308]] = False
+    # Smooth fields over the upper and lower lip (inner contour 1, fading towards nose and chin).
+    across = np.exp(-((du / (0.8 * half_width)) ** 2))
+    upper_lip_h = float(uv[13, 1] - uv[0, 1]) + 0.5 * max(float(uv[14, 1] - uv[13, 1]), 0.0)
+    lower_lip_h = float(uv[17, 1] - uv[14, 1]) + 0.5 * max(float(uv[14, 1] - uv[13, 1]), 0.0)
+    upper_side = across * np.exp(-((np.maximum(-below - upper_lip_h, 0.0) / 0.04) ** 2)) * (below < 0)
+    lower_side = across * np.exp(-((np.maximum(below - lower_lip_h, 0.0) / 0.05) ** 2)) * (below > 0)
+    upper_side[upper_in], lower_side[upper_in] = across[upper_in], 0.0
+    lower_side[lower_in], upper_side[lower_in] = across[lower_in], 0.0
+    upper_side[list(MOUTH_CORNERS)] = lower_side[list(MOUTH_CORNERS)] = 0.0
+    near_mouth = 1.0
 
     basis[ex.LIP_WIDE, :, 0] = 0.045 * side * corner_w
     basis[ex.LIP_ROUND, :, 0] = -0.04 * side * corner_w
@@ -134,10 +144,7 @@ def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray
     basis[ex.SMILE, :, 1] = -0.035 * corner_w
     basis[ex.LIP_FUNNEL, :, 0] = -0.03 * side * corner_w
     basis[ex.LIP_FUNNEL, :, 1] = near_mouth * (-0.012 * upper_side + 0.02 * lower_side)
-    above_lip = (below < 0) & (uv[:, 1] > uv[2, 1])  # between the nose base (2) and the mouth
-    raise_w = np.exp(-((du / (0.8 * half_width)) ** 2)) * np.exp(-((below / 0.04) ** 2))
-    raise_w = np.where(above_lip | upper_side, np.maximum(raise_w, upper_side * 0.9 * np.exp(-((du / half_width) ** 2))), 0)
-    basis[ex.TEETH_SHOW, :, 1] = -0.025 * raise_w - 0.005 * lower_side
+    basis[ex.TEETH_SHOW, :, 1] = -0.025 * upper_side - 0.005 * lower_side
 
     brows = uv[list(RIGHT_BROW + LEFT_BROW)]
     brow_dist = np.min(np.linalg.norm(uv[:, None, :] - brows[None], axis=2), axis=1)
@@ -155,14 +162,16 @@ def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray
 
 
 def _blink_field(vertices: np.ndarray, uv: np.ndarray, upper: tuple, lower: tuple, frame: FaceFrame) -> np.ndarray:
-    """Upper lid onto the lower lid (which rises 15 % of the gap), lid skin above following."""
+    """Upper lid onto the lower lid (which drops ``LOWER_LID_DROP`` of the gap), lid skin above following."""
     disp = np.zeros((len(vertices), 2), dtype=np.float64)
     up_idx, low_idx = list(upper[1:-1]), list(lower[1:-1])
     gap = vertices[low_idx] - vertices[up_idx]  # (7, 2) pixels, pointing down
-    disp[low_idx] = -0.15 * gap
-    disp[up_idx] = 0.82 * gap
+    # the drop fades towards the corners, which stay put
+    drop = LOWER_LID_DROP * np.sin(np.pi * np.arange(1, len(up_idx) + 1) / (len(up_idx) + 1))[:, None]
+    disp[low_idx] = drop * gap
+    disp[up_idx] = (drop + 0.97) * gap
     lid = vertices[list(upper)]
-    lid_move = np.concatenate([[0.0 * gap[0]], 0.82 * gap, [0.0 * gap[0]]])
+    lid_move = np.concatenate([[0.0 * gap[0]], disp[up_idx], [0.0 * gap[0]]])
     reach_px = 3.0 * float(np.max(np.linalg.norm(gap, axis=1))) + 1.0
     dist = np.linalg.norm(vertices[:, None, :] - lid[None], axis=2)  # (V, 9)
     nearest = np.argmin(dist, axis=1)
@@ -173,5 +182,8 @@ def _blink_field(vertices: np.ndarray, uv: np.ndarray, upper: tuple, lower: tupl
     above = (uv[:, 1] < lid_v) & in_span & (d_near < reach_px)
     above[list(upper) + list(lower)] = False
     falloff = (1.0 - d_near / reach_px) ** 2
-    disp[above] = lid_move[nearest[above]] * falloff[above, None]
+    # the lid's movement at the point's position across the eye: nothing beyond the corners
+    order = np.argsort(lid_uv[:, 0])
+    move_across = np.stack([np.interp(uv[:, 0], lid_uv[order, 0], lid_move[order, k]) for k in (0, 1)], axis=1)
+    disp[above] = move_across[above] * falloff[above, None]
     return disp

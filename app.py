@@ -1,0 +1,33 @@
+"""Persona Video's web app (the Hugging Face Space entry point).
+
+    python app.py        # serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (0.0.0.0:7860)
+
+Nothing heavy happens at import: the page is built in ``build_ui()``, and the
+voices and face mesh load on the first request.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from persona_video.ui import build_ui
+
+__all__ = ["build_ui", "main"]
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if importlib.util.find_spec("persona_video.server") is not None:
+        # The full server: the REST API at /api/... and this page at /.
+        from persona_video.server import serve
+
+        serve()
+    else:
+        from persona_video.ui import launch
+
+        launch()
+
+
+if __name__ == "__main__":
+    main()

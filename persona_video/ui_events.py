@@ -1,0 +1,399 @@
+"""The app's event functions, free of layout so tests can call them directly.
+
+Each streaming event is a generator of *updates*: dicts from an output name
+(see :data:`OUTPUTS`) to its new value; names left out stay as they are. The
+app (``ui.py``) turns them into Gradio outputs.
+
+A :class:`PersonaVideoError` ends the event normally with the message in the
+status line (``**Error:** ...``) and a warning toast: raising ``gr.Error``
+would cover every output with an error badge, hiding the stages that did
+finish. The REST API is the surface that answers with error statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from . import pipeline
+from .errors import InputError, PersonaVideoError
+from .governor import GOVERNOR_FIELDS
+from .jobs import Job
+from .personas import list_personas, load_persona
+from .types import IntentTimingMap
+from .ui_plot import intent_figure
+
+logger = logging.getLogger(__name__)
+
+#: Every output an event may update, in the order ui.py wires them.
+OUTPUTS = ("status", "script", "audio", "plot", "video", "files", "stages", "auto", "job_id", "another")
+#: Governor controls in the order the sliders are wired: the checkbox, then GOVERNOR_FIELDS.
+GOVERNOR_INPUTS = ("enabled", *GOVERNOR_FIELDS)
+#: Stages in pipeline order, with what the status line says while each runs.
+RUNNING: dict[str, str] = {
+    "script": "Writing the script",
+    "speech": "Speaking the script",
+    "motion": "Generating head and face motion",
+    "governor": "Applying the motion governor",
+    "video": "Rendering and encoding the video",
+}
+STAGES = tuple(RUNNING)
+#: Outputs that hold a run's results (repeated in its last update, so the API's answer has them all).
+RESULTS = ("script", "audio", "plot", "video", "files")
+AUTO = "auto"
+
+
+def persona_gallery(thumb_px: int = 192) -> list[tuple[np.ndarray, str]]:
+    """(square thumbnail (thumb_px, thumb_px, 3) uint8, display name) per persona."""
+    from PIL import Image
+
+    from .render.portraits import load_portrait
+
+    items = []
+    for persona in list_personas():
+        image = load_portrait(persona.portrait, persona.source.parent if persona.source else None)
+        height, width = image.shape[:2]
+        side = min(height, width)
+        top, left = max(0, (height - side) // 3), (width - side) // 2  # faces sit in the upper part
+        square = Image.fromarray(image[top : top + side, left : left + side])
+        thumb = np.asarray(square.resize((thumb_px, thumb_px), Image.Resampling.LANCZOS))
+        items.append((thumb, persona.name))
+    return items
+
+
+def persona_card(persona_id: str) -> str:
+    """Every persona's name and style line, the selected one marked."""
+    load_persona(persona_id)  # NotFoundError for an unknown id
+    lines = []
+    for persona in list_personas():
+        mark = "**\u25b8 " + persona.name + "**" if persona.id == persona_id else persona.name
+        lines.append(f"- {mark} — {persona.description}")
+    return "\n".join(lines)
+
+
+def persona_defaults(persona_id: str) -> tuple:
+    """The persona's card, temperature, max tokens and governor defaults, in slider order."""
+    try:
+        persona = load_persona(persona_id)
+    except PersonaVideoError as e:
+        raise gr.Error(str(e), print_exception=False) from e
+    config = persona.governor_config().to_dict()
+    return (
+        persona_card(persona_id),
+        persona.script.temperature,
+        persona.script.max_tokens,
+        *(config[name] for name in GOVERNOR_INPUTS),
+    )
+
+
+def governor_overrides(*values: Any) -> dict[str, Any]:
+    """Slider values (in GOVERNOR_INPUTS order) as a governor dict for a Request."""
+    if len(values) != len(GOVERNOR_INPUTS):
+        raise InputError(f"expected {len(GOVERNOR_INPUTS)} governor values ({', '.join(GOVERNOR_INPUTS)})")
+    out: dict[str, Any] = {"enabled": bool(values[0])}
+    for name, value in zip(GOVERNOR_INPUTS[1:], values[1:], strict=True):
+        out[name] = float(value)
+    return out
+
+
+def stage_table(rows: dict[str, tuple[str, float]], total_s: float | None = None) -> str:
+    """A markdown table of each finished stage's backend and wall time."""
+    if not rows:
+        return ""
+    lines = ["| Stage | Backend | Time |", "|---|---|---:|"]
+    for stage in STAGES:
+        if stage in rows:
+            backend, seconds = rows[stage]
+            lines.append(f"| {stage} | {backend} | {seconds:.2f} s |")
+    if total_s is not None:
+        lines.append(f"| **total** | | **{total_s:.2f} s** |")
+    return "\n".join(lines)
+
+
+def _auto_summary(picked: dict[str, str]) -> str:
+    if not picked:
+        return "What `auto` picked appears here after a run."
+    parts = [f"{stage}: **{backend}**" for stage, backend in picked.items()]
+    return "Last run used — " + " · ".join(parts)
+
+
+def _status(text: str, notices: Iterable[str] = ()) -> str:
+    lines = [text, *(f"> {notice}" for notice in notices if notice)]
+    return "\n\n".join(lines)
+
+
+def _error_status(message: str, notices: Iterable[str] = ()) -> str:
+    return _status(f"**Error:** {message}", notices)
+
+
+def _failed(message: str, notices: Iterable[str] = (), rows: dict[str, tuple[str, float]] | None = None) -> dict:
+    """The last update of a failed event: the message in the status line and a toast."""
+    gr.Warning(message, title="Could not finish")
+    update: dict[str, Any] = {"status": _error_status(message, notices)}
+    if rows is not None:
+        update["stages"] = stage_table(rows)
+    return update
+
+
+def _job_files(job_folder: Path) -> list[str]:
+    return [str(job_folder / name) for name in ("video.mp4", "captions.vtt") if (job_folder / name).is_file()]
+
+
+def _stream(
+    events: Iterator[pipeline.StageEvent], rows: dict[str, tuple[str, float]], done: str = "Done"
+) -> Iterator[dict]:
+    """Updates for the page as each stage event arrives; errors become a message.
+
+    rows: stage -> (backend, seconds) already known (a re-render's earlier stages);
+    done: the status word at the end, followed by this run's own wall time.
+    """
+    ran_s = 0.0
+    shown: dict[str, Any] = {}  # every result sent so far: the last update repeats them for API clients
+    notices: list[str] = []
+    picked: dict[str, str] = {}
+    timing: IntentTimingMap | None = None
+    job_folder: Path | None = None
+    try:
+        for event in events:
+            update: dict[str, Any] = {"job_id": event.job_id}
+            if event.notice and event.notice not in notices:
+                notices.append(event.notice)
+            if event.stage in RUNNING:
+                rows[event.stage] = (event.backend, event.seconds)
+                ran_s += event.seconds
+                picked[event.stage] = event.backend
+            if event.stage == "script":
+                update["script"] = event.result.markup
+            elif event.stage == "speech":
+                timing = event.result.timing
+                picked["speech"] = f"{event.backend} ({event.result.voice})"
+                update["audio"] = str(_folder_of(event.job_id) / "audio.wav")
+                # the audio goes out first: it is playable before the plot is drawn
+                shown["audio"] = update.pop("audio")
+                yield {"audio": shown["audio"], "job_id": event.job_id}
+                update["plot"] = intent_figure(timing)
+            elif event.stage == "governor":
+                _governed, gains, _config = event.result
+                if timing is None:
+                    timing = IntentTimingMap.from_dict(Job.open(event.job_id).read_json("timing.json"))
+                update["plot"] = intent_figure(timing, gains)
+            elif event.stage == "video":
+                job_folder = Path(event.result).parent
+                update["video"] = str(event.result)
+                update["files"] = _job_files(job_folder)
+            if event.stage == "done":
+                total_s = sum(seconds for _backend, seconds in rows.values())
+                update["stages"] = stage_table(rows, total_s)
+                update["status"] = _status(f"**{done}** in {ran_s:.2f} s (job `{event.job_id}`)", notices)
+                update["another"] = gr.update(visible=True)
+                update = {**shown, **update}
+            else:
+                update["stages"] = stage_table(rows)
+                following = STAGES[STAGES.index(event.stage) + 1] if event.stage != STAGES[-1] else None
+                text = f"**{RUNNING[following]}…**" if following else "**Finishing…**"
+                update["status"] = _status(text, notices)
+            update["auto"] = _auto_summary(picked)
+            shown.update((k, v) for k, v in update.items() if k in RESULTS)
+            yield update
+    except PersonaVideoError as e:
+        logger.info("request failed: %s", e)
+        yield _failed(str(e), notices, rows)
+    except Exception as e:  # a bug, not the user's doing: traceback to the log, one line to the page
+        logger.exception("request failed unexpectedly")
+        message = f"unexpected {type(e).__name__}: {e} (the server log has the details)"
+        yield _failed(message, notices, rows)
+
+
+def _folder_of(job_id: str) -> Path:
+    return Job.open(job_id).folder
+
+
+def _clean(value: Any) -> Any:
+    """Empty form values (blank text, cleared uploads, 'auto' voice) mean 'the persona's'."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value
+
+
+def build_request(
+    persona_id: str,
+    prompt: str | None,
+    portrait: str | None = None,
+    reference_wav: str | None = None,
+    temperature: float | None = None,
+    max_tokens: float | None = None,
+    seed: float | None = 0,
+    voice: str = AUTO,
+    script_backend: str = AUTO,
+    speech_backend: str = AUTO,
+    motion_backend: str = AUTO,
+    enhancer: str = AUTO,
+    framing: str = "crop",
+    still: bool = False,
+    governor: dict[str, Any] | None = None,
+    script: str | None = None,
+) -> pipeline.Request:
+    """A pipeline Request from the page's form values (blank means the persona's value)."""
+    return pipeline.Request(
+        persona=persona_id,
+        prompt=None if script is not None else (prompt if prompt is not None else ""),
+        script=script,
+        temperature=None if temperature is None else float(temperature),
+        max_tokens=None if max_tokens is None else int(max_tokens),
+        seed=int(seed or 0),
+        voice=None if voice in (None, AUTO) else voice,
+        script_backend=script_backend or AUTO,
+        speech_backend=speech_backend or AUTO,
+        motion_backend=motion_backend or AUTO,
+        enhancer=enhancer or AUTO,
+        portrait=_clean(portrait),
+        reference_wav=_clean(reference_wav),
+        framing=framing or "crop",
+        still=bool(still),
+        governor=governor or {},
+    )
+
+
+def _start(first: str) -> dict[str, Any]:
+    """The first update of a run: clear the previous result, name the first stage."""
+    return {
+        "status": _status(f"**{RUNNING[first]}…**"),
+        "audio": None,
+        "plot": None,
+        "video": None,
+        "files": None,
+        "stages": "",
+        "another": gr.update(visible=False),
+    }
+
+
+def generate(
+    persona_id: str,
+    prompt: str,
+    portrait: str | None,
+    reference_wav: str | None,
+    temperature: float,
+    max_tokens: float,
+    seed: float,
+    voice: str,
+    script_backend: str,
+    speech_backend: str,
+    motion_backend: str,
+    enhancer: str,
+    framing: str,
+    still: bool,
+    enabled: bool,
+    pause_gain: float,
+    neutral_gain: float,
+    emphasis_gain: float,
+    expression_clamp_sigma: float,
+    pose_smoothing_s: float,
+) -> Iterator[dict]:
+    """Prompt -> script, audio, plot, video, streamed as each stage finishes.
+
+    The last seven inputs are the governor controls (GOVERNOR_INPUTS order).
+    """
+    governor = (enabled, pause_gain, neutral_gain, emphasis_gain, expression_clamp_sigma, pose_smoothing_s)
+    yield {**_start("script"), "script": "", "job_id": None}
+    try:
+        request = build_request(
+            persona_id, prompt, portrait, reference_wav, temperature, max_tokens, seed, voice,
+            script_backend, speech_backend, motion_backend, enhancer, framing, still,
+            governor_overrides(*governor),
+        )  # fmt: skip
+        events = pipeline.run(request)
+    except PersonaVideoError as e:
+        yield _failed(str(e))
+        return
+    yield from _stream(events, {})
+
+
+def speak_edited(job_id: str | None, script_text: str, persona_id: str) -> Iterator[dict]:
+    """Re-run from speech with the edited script (a new job), or speak a pasted
+    script with the selected persona when nothing was generated yet."""
+    yield _start("script")
+    try:
+        if not isinstance(script_text, str) or not script_text.strip():
+            raise InputError("the script box is empty: generate a script or type one, then press Speak")
+        if job_id:
+            events = pipeline.speak_script(job_id, script_text)
+        else:
+            events = pipeline.run(build_request(persona_id, None, script=script_text))
+    except PersonaVideoError as e:
+        yield _failed(str(e))
+        return
+    yield from _stream(events, {})
+
+
+def rerender(
+    job_id: str | None,
+    enabled: bool,
+    pause_gain: float,
+    neutral_gain: float,
+    emphasis_gain: float,
+    expression_clamp_sigma: float,
+    pose_smoothing_s: float,
+) -> Iterator[dict]:
+    """New governor settings on the current job: governor, render and encode only."""
+    governor = (enabled, pause_gain, neutral_gain, emphasis_gain, expression_clamp_sigma, pose_smoothing_s)
+    try:
+        if not job_id:
+            raise InputError("nothing to re-render yet: generate a video first")
+        job = Job.open(job_id)
+        overrides = governor_overrides(*governor)
+        rows = {
+            stage: (info.get("backend", ""), float(info.get("seconds", 0.0)))
+            for stage, info in job.manifest.get("stages", {}).items()
+            if stage in ("script", "speech", "motion")
+        }
+        events = pipeline.rerender(job_id, overrides)
+    except PersonaVideoError as e:
+        yield _failed(str(e))
+        return
+    yield {"status": _status(f"**{RUNNING['governor']}…**")}
+    yield from _stream(events, rows, done="Re-rendered")
+
+
+def reset() -> dict[str, Any]:
+    """The "Generate another" button: a clean page, the persona and settings kept."""
+    return {
+        "status": "Pick a persona, type a prompt and press **Generate**.",
+        "script": "",
+        "audio": None,
+        "plot": None,
+        "video": None,
+        "files": None,
+        "stages": "",
+        "job_id": None,
+        "another": gr.update(visible=False),
+        "prompt": "",
+    }
+
+
+def voice_cloning_note() -> str:
+    """One line under the reference-voice upload saying whether cloning can run here."""
+    from .checkpoints import heavy_backend_status
+
+    status = heavy_backend_status("xtts")
+    if status.available:
+        return "Voice cloning (XTTS) is available: an uploaded 3–30 s recording is used as the voice."
+    return "Voice cloning (XTTS) is not installed here, so the **default voice is used** even with an upload."
+
+
+def auto_defaults_note() -> str:
+    """What `auto` resolves to on this machine before any run."""
+    from .script import resolve_script_backend
+
+    try:
+        script_backend, why = resolve_script_backend(AUTO)
+    except PersonaVideoError as e:
+        return f"Script backend: {e}"
+    text = f"Here `auto` writes scripts with **{script_backend}** ({why})."
+    if script_backend == "offline":
+        text += " The offline writer is template-based; set `GEMINI_API_KEY` for an LLM-written script."
+    return text

@@ -1,0 +1,144 @@
+"""The page in a real browser: `python app.py` on a loopback port, Debian's
+chromium driven through Playwright. Pick a persona, type a prompt, Generate,
+wait for a playable video, move a governor slider, Re-render, see a new video.
+Screenshots go to test-artifacts/ (gitignored) for a human to look at."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("PERSONA_VIDEO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIDEO_READY = """(old) => {
+    const video = document.querySelector('#video video');
+    return !!video && video.readyState >= 1 && !!video.currentSrc && video.currentSrc !== old;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python app.py` as a user runs it, on 127.0.0.1 and a free port."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PERSONA_VIDEO_OUTPUTS": str(tmp_path_factory.mktemp("outputs")),
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"app.py did not serve {url}:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_generate_then_rerender_in_the_browser(app_url: str, browser) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(app_url)
+    page.locator("#generate").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "01-start.png"), full_page=True)
+
+    # Clicking a portrait picks the persona and loads its governor defaults into the sliders.
+    smoothing = page.locator("#gov-pose_smoothing_s input[type=number]")
+    assert float(smoothing.input_value()) == pytest.approx(0.24)
+    page.locator(
+        "#persona-gallery button[aria-label^='Thumbnail']", has=page.locator("img[alt='iJustine style']")
+    ).click()
+    assert page.get_by_label("iJustine style").is_checked()
+    page.wait_for_function("() => document.querySelector('#gov-pose_smoothing_s input[type=number]').value == '0.12'")
+
+    page.locator("#prompt textarea").fill("Explain the M4 Mac Mini")
+    page.locator("#generate").click()
+    page.wait_for_function(VIDEO_READY, arg="", timeout=120_000)
+    first_src = page.evaluate("() => document.querySelector('#video video').currentSrc")
+    page.locator("#status").get_by_text("Done").wait_for(timeout=30_000)
+    assert "M4" in page.locator("#script textarea").input_value()
+    assert page.locator("#stages table").count() == 1
+    assert page.locator("#audio audio, #audio [data-testid='waveform-Speech'], #audio .waveform-container").count()
+    assert page.locator("#plot img, #plot canvas, #plot svg").count() >= 1
+    response = page.request.get(first_src)
+    assert response.status == 200 and response.headers["content-type"].startswith("video/mp4")
+    page.screenshot(path=str(ARTIFACTS / "02-generated.png"), full_page=True)
+
+    # Move the emphasis slider with the keyboard, as a user would, then re-render.
+    emphasis = page.locator("#gov-emphasis_gain input[type=range]")
+    emphasis.focus()
+    for _ in range(8):
+        emphasis.press("ArrowRight")
+    assert float(page.locator("#gov-emphasis_gain input[type=number]").input_value()) == pytest.approx(1.2)
+    page.locator("#rerender").click()
+    page.wait_for_function(VIDEO_READY, arg=first_src, timeout=60_000)
+    second_src = page.evaluate("() => document.querySelector('#video video').currentSrc")
+    assert second_src != first_src
+    response = page.request.get(second_src)
+    assert response.status == 200 and response.headers["content-type"].startswith("video/mp4")
+    page.locator("#status").get_by_text("Re-rendered").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "03-rerendered.png"), full_page=True)
+
+    # "Generate another" clears the result without reloading the page.
+    page.locator("#another").click()
+    page.wait_for_function("() => !document.querySelector('#video video')")
+    assert page.locator("#prompt textarea").input_value() == ""
+    page.screenshot(path=str(ARTIFACTS / "04-another.png"), full_page=True)
+    page.close()

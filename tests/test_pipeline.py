@@ -1,0 +1,108 @@
+"""The pipeline end to end on the real components (short scripts keep it quick)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from persona_video.encode import probe
+from persona_video.errors import InputError, NotFoundError, StageError
+from persona_video.jobs import JOB_FILES, Job
+from persona_video.pipeline import Request, rerender, run, speak_script
+
+SHORT = "So, [pause 0.4] this is *seriously* fast. It costs *599 dollars*."
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outputs")
+    events = list(run(Request(persona="mkbhd", script=SHORT, seed=2), root=root))
+    return root, events
+
+
+def test_events_stream_in_stage_order(finished):
+    _, events = finished
+    assert [e.stage for e in events] == ["script", "speech", "motion", "governor", "video", "done"]
+    assert len({e.job_id for e in events}) == 1
+    assert events[0].result.markup == SHORT and events[0].backend == "given"
+    assert events[1].backend == "hibari" and events[1].result.voice == "heart"
+    assert events[3].result[1].shape == (events[1].result.timing.num_frames,)
+
+
+def test_job_folder_holds_every_stage(finished):
+    root, events = finished
+    job = Job.open(events[0].job_id, root)
+    for name in JOB_FILES:
+        if name != "portrait.png":
+            assert job.has(name), name
+    manifest = job.read_json("manifest.json")
+    assert manifest["state"] == "done" and manifest["processing_time"] > 0
+    assert set(manifest["stages"]) == {"script", "speech", "motion", "governor", "video"}
+    assert manifest["backends"]["speech"]["backend"] == "hibari" and "xtts" in manifest["backends"]["speech"]["why"]
+    timing = job.read_json("timing.json")
+    info = probe(job.path("video.mp4"))
+    assert info["num_frames"] == timing["num_frames"] == int(timing["total_duration"] * 25)
+    assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
+    assert job.read_array("motion_raw.npy").shape == (timing["num_frames"], 70)
+    assert "WEBVTT" in job.path("captions.vtt").read_text()
+
+
+def test_rerender_reuses_audio_and_motion_and_replaces_the_video(finished):
+    root, events = finished
+    job = Job.open(events[0].job_id, root)
+    audio_before = job.path("audio.wav").read_bytes()
+    raw_before = job.read_array("motion_raw.npy")
+    video_before = job.path("video.mp4").read_bytes()
+    stages = [e.stage for e in rerender(job.job_id, {"pause_gain": 0.3, "emphasis_gain": 1.4}, root=root)]
+    assert stages == ["governor", "video", "done"]
+    assert job.path("audio.wav").read_bytes() == audio_before
+    assert np.array_equal(job.read_array("motion_raw.npy"), raw_before)
+    assert job.path("video.mp4").read_bytes() != video_before
+    gains = job.read_json("gains.json")
+    assert gains["config"]["pause_gain"] == 0.3 and min(gains["gains"]) == pytest.approx(0.3, abs=1e-3)
+    assert json.loads(job.path("request.json").read_text())["governor"]["pause_gain"] == 0.3
+
+
+def test_edited_script_is_honoured(finished):
+    root, events = finished
+    edited = "Now *this* is the edited script. [pause 0.5] Short and clear."
+    new_events = list(speak_script(events[0].job_id, edited, root=root))
+    job = Job.open(new_events[-1].job_id, root)
+    assert job.job_id != events[0].job_id
+    assert job.path("script.txt").read_text().strip() == edited
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        (Request(persona="nobody", prompt="Explain it"), NotFoundError),
+        (Request(prompt="   "), InputError),
+        (Request(prompt="x" * 5000), InputError),
+        (Request(script="This is *broken."), InputError),
+        (Request(prompt="Explain it", speech_backend="festival"), InputError),
+        (Request(prompt="Explain it", governor={"pause_gain": 7}), InputError),
+        (Request(prompt="Explain it", governor={"wobble": 1}), InputError),
+    ],
+)
+def test_bad_input_leaves_nothing_behind(tmp_path, request_, error):
+    with pytest.raises(error):
+        list(run(request_, root=tmp_path))
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_failed_stage_leaves_a_manifest_saying_which_and_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", "/bin/false")
+    with pytest.raises(StageError, match="encode"):
+        list(run(Request(script="Hello there."), root=tmp_path))
+    (folder,) = list(tmp_path.iterdir())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["state"] == "failed" and manifest["error"]["stage"] == "video"
+    assert "encode" in manifest["error"]["message"]
+    assert not (folder / "video.mp4").exists()
+
+
+def test_rerender_of_unknown_job_is_not_found(tmp_path):
+    with pytest.raises(NotFoundError):
+        list(rerender("0" * 32, {}, root=tmp_path))
+    with pytest.raises(NotFoundError):
+        list(rerender("../../etc", {}, root=tmp_path))

@@ -1,0 +1,219 @@
+"""The embedded renderer on the real portraits, judged by the real MediaPipe face mesh."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from persona_video import expression as ex
+from persona_video.errors import InputError
+from persona_video.render import PortraitAnimator, detect_all_faces, detect_face, load_portrait
+from persona_video.render.portraits import decode_portrait
+
+
+@pytest.fixture(scope="module")
+def grace() -> np.ndarray:
+    return load_portrait("builtin:grace_hopper")
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return load_portrait("builtin:astronaut")
+
+
+@pytest.fixture(scope="module")
+def animators(grace, astronaut) -> dict[str, PortraitAnimator]:
+    return {
+        "grace_hopper": PortraitAnimator(grace, detect_face(grace)),
+        "astronaut": PortraitAnimator(astronaut, detect_face(astronaut)),
+    }
+
+
+def coeffs(**named: float) -> np.ndarray:
+    out = np.zeros(70, dtype=np.float32)
+    index = {name: i for i, name in ex.EXPRESSION_NAMES.items()} | {"yaw": ex.YAW, "pitch": ex.PITCH, "roll": ex.ROLL}
+    for name, value in named.items():
+        out[index[name]] = value
+    return out
+
+
+def seen(frame: np.ndarray) -> np.ndarray:
+    faces = detect_all_faces(frame)
+    assert len(faces) == 1, "the face mesh must find exactly one face in a rendered frame"
+    return faces[0][:, :2]
+
+
+def mouth_open(points: np.ndarray) -> float:
+    return float(np.linalg.norm(points[13] - points[14]) / np.linalg.norm(points[10] - points[152]))
+
+
+def eye_open(points: np.ndarray) -> float:
+    def one(top, bottom, outer, inner):
+        return np.linalg.norm(points[top] - points[bottom]) / np.linalg.norm(points[outer] - points[inner])
+
+    return float(0.5 * (one(159, 145, 33, 133) + one(386, 374, 263, 362)))
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_builtin_portraits_load(grace, astronaut):
+    assert grace.shape == (600, 512, 3) and grace.dtype == np.uint8
+    assert astronaut.shape == (512, 512, 3) and astronaut.dtype == np.uint8
+
+
+def test_detect_face_finds_478_landmarks(grace):
+    landmarks = detect_face(grace)
+    assert landmarks.points_px.shape == (478, 2) and landmarks.depth_px.shape == (478,)
+    assert 150 < landmarks.face_height_px < 260
+    assert landmarks.points_px[1, 0] == pytest.approx(grace.shape[1] / 2, abs=60)  # nose near the middle
+
+
+@pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])
+def test_zero_coefficients_reproduce_the_framed_portrait(animators, name):
+    animator = animators[name]
+    assert np.array_equal(animator.render_frame(np.zeros(70)), animator.image)
+    assert np.array_equal(animator.render_frame(np.zeros(73)), animator.image)
+
+
+def test_crop_framing_is_512_square_with_face_half_the_height(animators):
+    for animator in animators.values():
+        frame = animator.render_frame(coeffs(jaw_open=0.3))
+        assert frame.shape == (512, 512, 3)
+        points = seen(frame)
+        face_share = np.linalg.norm(points[10] - points[152]) / 512
+        assert 0.4 < face_share < 0.6
+
+
+def test_full_framing_keeps_the_portrait_rounded_to_even(astronaut):
+    odd = np.ascontiguousarray(astronaut[:511, :509])
+    animator = PortraitAnimator(odd, detect_face(odd), framing="full")
+    frame = animator.render_frame(coeffs(jaw_open=0.5, yaw=0.1))
+    assert frame.shape == (510, 508, 3)
+    assert np.array_equal(animator.render_frame(np.zeros(70)), odd[:510, :508])
+
+
+@pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])
+def test_jaw_open_opens_the_mouth_the_face_mesh_sees(animators, name):
+    animator = animators[name]
+    rest = mouth_open(seen(animator.render_frame(np.zeros(70))))
+    half = mouth_open(seen(animator.render_frame(coeffs(jaw_open=0.5))))
+    full = mouth_open(seen(animator.render_frame(coeffs(jaw_open=1.0))))
+    assert rest < half < full
+    assert full - rest > 0.05  # at least 5 % of the face height
+
+
+def test_open_mouth_shows_a_dark_interior_and_teeth(animators):
+    animator = animators["grace_hopper"]
+    frame = animator.render_frame(coeffs(jaw_open=1.0))
+    marks = animator.frame_landmarks(coeffs(jaw_open=1.0)) - 0.5
+    top, bottom = marks[13], marks[14]
+    column = frame[int(top[1]) + 2 : int(bottom[1]) - 1, int(round(top[0])) + 3].astype(float).mean(axis=1)
+    assert column[: len(column) // 4].mean() > 150  # teeth under the upper lip
+    assert column[len(column) // 2 :].mean() < 110  # dark cavity below them
+
+
+def test_blink_closes_the_eyes_the_face_mesh_sees(animators):
+    animator = animators["astronaut"]
+    rest = eye_open(seen(animator.render_frame(np.zeros(70))))
+    closed = eye_open(seen(animator.render_frame(coeffs(blink_left=1.0, blink_right=1.0))))
+    assert closed < 0.65 * rest  # the checker's blink threshold
+
+
+@pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])
+def test_yaw_turns_the_head_and_leaves_the_far_background_identical(animators, name):
+    animator = animators[name]
+    rest_frame = animator.render_frame(np.zeros(70))
+    rest = seen(rest_frame)
+    face_h = np.linalg.norm(rest[10] - rest[152])
+    for yaw in (ex.MAX_YAW_RAD, -ex.MAX_YAW_RAD):
+        frame = animator.render_frame(coeffs(yaw=yaw))
+        nose_dx = seen(frame)[1, 0] - rest[1, 0]
+        assert np.sign(nose_dx) == np.sign(yaw) and abs(nose_dx) > 0.04 * face_h
+        yy, xx = np.mgrid[0 : frame.shape[0], 0 : frame.shape[1]]
+        far = np.hypot(xx - rest[:, 0].mean(), yy - rest[:, 1].mean()) > 1.2 * face_h
+        assert far.sum() > 10_000
+        assert np.array_equal(frame[far], rest_frame[far])
+
+
+@pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])
+def test_no_folded_triangles_over_extreme_poses_and_expressions(animators, name):
+    animator = animators[name]
+    expressions = [
+        {},
+        {"jaw_open": 1.2, "lip_wide": 1.2},
+        {"lip_round": 1.2, "lip_funnel": 1.2},
+        {"lip_press": 1.0},
+        {"smile": 1.2, "teeth_show": 1.2, "jaw_open": 1.2},
+        {"blink_left": 1, "blink_right": 1, "brow_raise": 1.2},
+    ]
+    limits = (ex.MAX_YAW_RAD, ex.MAX_PITCH_RAD, ex.MAX_ROLL_RAD)
+    for named, signs in itertools.product(expressions, itertools.product((-1, 0, 1), repeat=3)):
+        frame_coeffs = coeffs(**named)
+        frame_coeffs[ex.YAW : ex.ROLL + 1] = np.array(signs) * limits
+        frame_coeffs[ex.TRANS_X : ex.TRANS_Z + 1] = (0.08, -0.08, 0.08)
+        placed = animator.place_vertices(animator.clip_coeffs(frame_coeffs))
+        folded = animator.folded_triangles(placed)
+        assert not folded.any(), f"{named} pose {signs}: triangles {animator.mesh.triangles[folded][:3].tolist()}"
+
+
+def test_frame_landmarks_follow_the_rendered_face(animators):
+    animator = animators["astronaut"]
+    frame_coeffs = coeffs(jaw_open=0.8, yaw=0.15)
+    predicted = animator.frame_landmarks(frame_coeffs)
+    measured = seen(animator.render_frame(frame_coeffs))
+    assert predicted.shape == (478, 2)
+    rigid = [1, 4, 6, 10, 151, 168, 197, 9, 8, 152]
+    assert np.median(np.linalg.norm(predicted[rigid] - measured[rigid], axis=1)) < 0.03 * 256
+
+
+def test_render_yields_one_frame_per_row(animators):
+    animator = animators["grace_hopper"]
+    track = np.zeros((5, 73), dtype=np.float32)
+    track[:, ex.JAW_OPEN] = np.linspace(0, 1, 5)
+    frames = list(animator.render(track))
+    assert len(frames) == 5 and all(f.shape == (512, 512, 3) for f in frames)
+    assert np.array_equal(frames[0], animator.image) and not np.array_equal(frames[-1], animator.image)
+
+
+def test_no_face_is_an_input_error():
+    flat = np.full((400, 400, 3), (90, 140, 200), dtype=np.uint8)
+    with pytest.raises(InputError, match="no face found"):
+        detect_face(flat)
+
+
+def test_two_faces_is_an_input_error(grace):
+    pair = np.concatenate([grace, grace], axis=1)
+    with pytest.raises(InputError, match="2 faces"):
+        detect_face(pair)
+
+
+def test_tiny_face_is_an_input_error(astronaut):
+    small = np.asarray(Image.fromarray(astronaut).resize((256, 256)))  # face about 53 px tall
+    with pytest.raises(InputError, match="too small.*upload a closer photo"):
+        detect_face(small)
+    canvas = np.full((1600, 1600, 3), 200, dtype=np.uint8)
+    canvas[700:828, 700:828] = np.asarray(Image.fromarray(astronaut).resize((128, 128)))
+    with pytest.raises(InputError, match="crop closer"):
+        detect_face(canvas)
+
+
+def test_non_image_upload_is_an_input_error(tmp_path):
+    fake = tmp_path / "portrait.png"
+    fake.write_text("this is not a picture")
+    with pytest.raises(InputError, match="portrait.png is not an image: upload a JPEG or PNG photo"):
+        load_portrait(str(fake))
+
+
+def test_uploaded_bytes_decode_and_huge_photos_shrink(astronaut):
+    big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048)))
+    decoded = decode_portrait(png_bytes(big), name="big.png")
+    assert max(decoded.shape[:2]) == 1600
+    assert np.array_equal(load_portrait(png_bytes(astronaut)), astronaut)
