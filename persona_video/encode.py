@@ -430,7 +430,8 @@ def bench_encode(num_frames: int = 625, size: int = 512, preset: str = DEFAULT_P
     (plus piping). Measured on the shared 2-core machine (load ~3), one x264
     thread, 512x512, veryfast: about 330 frames/s on this content, about 600 on
     the astronaut portrait with a moving mouth patch, about 190 when every pixel
-    moves. "faster" is ~1.4x slower for 6 % smaller files; "superfast" doubles the size. Returns {"frames", "size", "preset", "threads", "seconds", "fps", "bytes"}.
+    moves. "faster" is ~1.4x slower for 6 % smaller files; "superfast" doubles
+    the size. Returns {"frames", "size", "preset", "threads", "seconds", "fps", "bytes"}.
     """
     sample_rate = 24000
     duration_s = num_frames / FPS

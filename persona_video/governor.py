@@ -217,7 +217,8 @@ def _check_inputs(track: MotionTrack, timing_map: IntentTimingMap) -> str:
     if timing_map.num_frames != num_frames or intents.shape != (num_frames,):
         raise InputError(
             f"the motion track has {num_frames} frames but the timing map has {timing_map.num_frames} "
-            f"(frame_intents: {intents.shape[0] if intents.ndim else 0}): the motion must be regenerated from this audio"
+            f"(frame_intents: {intents.shape[0] if intents.ndim else 0}): "
+            "the motion must be regenerated from this audio"
         )
     if timing_map.fps != track.fps:
         raise InputError(

@@ -157,8 +157,10 @@ def _from_speech(
     job.add_notice(speech.notice)
     yield StageEvent("speech", job.job_id, speech.backend, seconds, speech, speech.notice)
 
-    track, seconds = _timed("motion", job, stages.move, speech, persona, request)
+    track, seconds = _timed("motion", job, stages.move, speech, persona, request, job, portrait)
     job.write_array("motion_raw.npy", track.coeffs)
+    if track.reference.any():
+        job.set_state("running", motion_reference=[float(v) for v in track.reference])
     job.record_stage("motion", track.backend, seconds, frames=track.num_frames)
     yield StageEvent("motion", job.job_id, track.backend, seconds, track)
 

@@ -90,7 +90,11 @@ def auto_choices(request: Request, persona: Persona) -> dict[str, dict[str, str]
     else:
         speech_why = "chosen"
     sadtalker = heavy_backend_status("sadtalker")
-    motion_why = "chosen" if request.motion_backend == "embedded" else f"sadtalker not used: {sadtalker.reason}"
+    motion = motion_backend_for(request)
+    if motion == "sadtalker":
+        motion_why = sadtalker.reason
+    else:
+        motion_why = "chosen" if request.motion_backend == "embedded" else f"sadtalker not used: {sadtalker.reason}"
     gfpgan = heavy_backend_status("gfpgan")
     use_gfpgan = request.enhancer == "gfpgan" or (request.enhancer == "auto" and gfpgan.available)
     enhance_why = (
@@ -101,8 +105,8 @@ def auto_choices(request: Request, persona: Persona) -> dict[str, dict[str, str]
     return {
         "script": {"backend": script_backend, "why": script_why},
         "speech": {"backend": speech_backend, "why": speech_why + (f" ({notice})" if notice else "")},
-        "motion": {"backend": "embedded", "why": motion_why},
-        "render": {"backend": "embedded", "why": motion_why},
+        "motion": {"backend": motion, "why": motion_why},
+        "render": {"backend": motion, "why": motion_why},
         "enhance": {"backend": "gfpgan" if use_gfpgan else "none", "why": enhance_why},
     }
 
@@ -184,7 +188,24 @@ def save_speech(job: Job, speech: Speech) -> None:
     job.write_json("timing.json", speech.timing.to_dict())
 
 
-def move(speech: Speech, persona: Persona, request: Request) -> MotionTrack:
+def motion_backend_for(request: Request) -> str:
+    """ "sadtalker" when asked for, or auto and it can run here; else "embedded"."""
+    if request.motion_backend == "embedded":
+        return "embedded"
+    from .checkpoints import heavy_backend_status
+
+    if request.motion_backend == "sadtalker" or heavy_backend_status("sadtalker").available:
+        return "sadtalker"
+    return "embedded"
+
+
+def move(speech: Speech, persona: Persona, request: Request, job: Job, portrait: Portrait) -> MotionTrack:
+    if motion_backend_for(request) == "sadtalker":
+        from .heavy.sadtalker_stage import sadtalker_motion
+
+        return sadtalker_motion(
+            job.folder, job.path("audio.wav"), portrait.image, speech.timing.num_frames, request.still, request.framing
+        )
     from .motion import generate_motion
 
     return generate_motion(speech, persona.motion, seed=request.seed, still=request.still)
@@ -199,7 +220,11 @@ def load_for_rerender(job: Job) -> tuple[np.ndarray, int, IntentTimingMap, Motio
     coeffs = job.read_array("motion_raw.npy").astype(np.float32)
     from .types import layout_for_dims
 
-    track = MotionTrack(coeffs=coeffs, fps=timing.fps, layout=layout_for_dims(coeffs.shape[1]))
+    backend = job.manifest.get("stages", {}).get("motion", {}).get("backend", "embedded")
+    reference = np.asarray(job.manifest.get("motion_reference", np.zeros(coeffs.shape[1])), dtype=np.float32)
+    track = MotionTrack(
+        coeffs=coeffs, fps=timing.fps, layout=layout_for_dims(coeffs.shape[1]), reference=reference, backend=backend
+    )
     return audio, sample_rate, timing, track
 
 
@@ -219,11 +244,25 @@ def render_video(
     """
     from .encode import VideoEncoder, write_webvtt
 
+    metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
+    out = job.path("video.mp4")
+    if track.backend == "sadtalker":
+        from .heavy.sadtalker_stage import sadtalker_frames
+
+        frames = sadtalker_frames(job.folder, job.path("audio.wav"), track, request.still, request.framing)
+        first = next(frames)
+        height, width = first.shape[:2]
+        with VideoEncoder(
+            out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata
+        ) as enc:
+            enc.write(first)
+            for frame in frames:
+                enc.write(frame)
+        write_webvtt(timing.spans, job.path("captions.vtt"))
+        return out, "sadtalker"
     animator = portrait.animator
     height, width = animator.height, animator.width
-    metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
     enhancer = _enhancer_for(request)
-    out = job.path("video.mp4")
     with VideoEncoder(
         out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata
     ) as enc:

@@ -6,6 +6,7 @@ Screenshots go to test-artifacts/ (gitignored) for a human to look at."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -142,3 +143,28 @@ def test_generate_then_rerender_in_the_browser(app_url: str, browser) -> None:
     assert page.locator("#prompt textarea").input_value() == ""
     page.screenshot(path=str(ARTIFACTS / "04-another.png"), full_page=True)
     page.close()
+
+
+def test_gradio_client_drives_the_same_events(app_url: str) -> None:
+    """The README's client example: generate, then re-render the same job in the same session."""
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    card, temperature, max_tokens, enabled, *gains = client.predict("mkbhd", api_name="/persona_defaults")
+    assert "MKBHD style" in card and gains[-1] == pytest.approx(0.24)
+    status, script, audio, _plot, video, files, stages, _auto = client.predict(
+        "mkbhd", "Explain the M4 Mac Mini", None, None, temperature, max_tokens, 0, "auto",
+        "auto", "auto", "auto", "auto", "crop", False, enabled, *gains,
+        api_name="/generate",
+    )  # fmt: skip
+    assert status.startswith("**Done**") and "M4" in script and "| video |" in stages
+    assert Path(audio).stat().st_size > 10_000 and Path(video).read_bytes()[4:8] == b"ftyp"
+    assert sorted(Path(f).name for f in files) == ["captions.vtt", "video.mp4"]
+    job_id = re.search(r"job `([0-9a-f]{32})`", status).group(1)
+    rerendered, _script, _audio, _plot, new_video, *_ = client.predict(
+        True, 0.0, 0.5, 1.5, 3.0, 0.24, api_name="/rerender"
+    )
+    assert rerendered.startswith("**Re-rendered**") and f"job `{job_id}`" in rerendered
+    assert Path(new_video).read_bytes() != Path(video).read_bytes()
+    failed, *_ = client.predict(True, 9.0, 0.5, 1.5, 3.0, 0.24, api_name="/rerender")
+    assert failed.startswith("**Error:**") and "pause_gain" in failed
