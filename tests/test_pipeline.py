@@ -106,3 +106,16 @@ def test_rerender_of_unknown_job_is_not_found(tmp_path):
         list(rerender("0" * 32, {}, root=tmp_path))
     with pytest.raises(NotFoundError):
         list(rerender("../../etc", {}, root=tmp_path))
+
+
+def test_heavy_backends_asked_for_by_name_say_what_is_missing(tmp_path, monkeypatch):
+    from persona_video.errors import BackendUnavailable
+
+    monkeypatch.delenv("PERSONA_VIDEO_SADTALKER_DIR", raising=False)
+    with pytest.raises(BackendUnavailable, match="PERSONA_VIDEO_SADTALKER_DIR"):
+        list(run(Request(prompt="Explain it", motion_backend="sadtalker"), root=tmp_path))
+    with pytest.raises(BackendUnavailable, match="GFPGANv1.4.pth"):
+        list(run(Request(prompt="Explain it", enhancer="gfpgan"), root=tmp_path))
+    with pytest.raises(BackendUnavailable, match="xtts"):
+        list(run(Request(prompt="Explain it", speech_backend="xtts"), root=tmp_path))
+    assert not any(tmp_path.iterdir())
