@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 
 from persona_video.ui import build_ui
 
@@ -22,7 +23,7 @@ def main() -> None:
         # The full server: the REST API at /api/... and this page at /.
         from persona_video.server import serve
 
-        serve()
+        serve(os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     else:
         from persona_video.ui import launch
 

@@ -188,7 +188,7 @@ def build_ui() -> gr.Blocks:
                     with gr.Column():
                         script = gr.Textbox(
                             label="Script",
-                            info="Editable: [pause 0.4] for a pause, *words* for emphasis.",
+                            info="Editable: `[pause 0.4]` for a pause, `*words*` for emphasis.",
                             lines=9,
                             max_lines=18,
                             interactive=True,

@@ -52,7 +52,7 @@ def persona_gallery(thumb_px: int = 192) -> list[tuple[np.ndarray, str]]:
     """(square thumbnail (thumb_px, thumb_px, 3) uint8, display name) per persona."""
     from PIL import Image
 
-    from .render.portraits import load_portrait
+    from .render import load_portrait
 
     items = []
     for persona in list_personas():
