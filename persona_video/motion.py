@@ -12,7 +12,8 @@ generator writes these and leaves the other expression dimensions at zero:
   i/e, open for a, funnel for sh/ch, teeth for f/v), blended over ~90 ms,
   moved earlier by the backend's alignment lag (Piper: 40 ms), and the jaw
   scaled by the loudness envelope, so the mouth closes in pauses and opens
-  with the voice. Without phoneme timings the audio alone drives it
+  with the voice; in silence ``lip_press`` also brings lips that part at
+  rest (a smiling portrait) together. Without phoneme timings the audio alone drives it
   (loudness and spectral shape). See :mod:`persona_video.visemes`.
 - 5 ``blink_left``, 6 ``blink_right``: blinks, both eyes together, fully
   shut (1.0) for one or two frames in a 160-200 ms blink; gamma-distributed
@@ -55,6 +56,7 @@ from .visemes import (
     loudness_level,
     mouth_from_audio,
     mouth_from_phonemes,
+    silence_closure,
 )
 
 logger = logging.getLogger(__name__)
@@ -243,6 +245,7 @@ def generate_motion(speech: Speech, style: MotionStyle, *, seed: int = 0, still:
         logger.info("no phoneme timings from %s: driving the mouth from the audio alone", speech.backend)
         mouth = mouth_from_audio(audio, speech.sample_rate, level, fps)
 
+    mouth[:, PRESS] = np.maximum(mouth[:, PRESS], silence_closure(level, fps))
     seeds = np.random.SeedSequence(seed).spawn(2)
     coeffs = np.zeros((num_frames, COMPACT70_DIMS), dtype=np.float64)
     for column, index in _MOUTH_TO_EXPRESSION.items():

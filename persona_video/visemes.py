@@ -111,6 +111,11 @@ PRESS_BLEND_S = 0.05
 JAW_LOUDNESS_FLOOR = 0.35
 #: Share of the jaw opening that follows the voice alone (syllable energy) rather than the viseme.
 JAW_VOICE_SHARE = 0.15
+#: Loudness level (0..1) below which the voice counts as silent and the lips close.
+SILENCE_LEVEL = 0.15
+#: How far the lips close in silence (lip_press), and the ease in and out of it, seconds.
+REST_LIP_PRESS = 1.0
+SILENCE_EASE_S = 0.08
 #: A space (word gap) longer than this is a real closure, seconds.
 _WORD_GAP_REST_S = 0.12
 
@@ -272,6 +277,23 @@ def mouth_from_phonemes(
     mouth[:, JAW] = jaw * (JAW_LOUDNESS_FLOOR + (1.0 - JAW_LOUDNESS_FLOOR) * level) * gate * (1.0 - press)
     mouth[:, [WIDE, ROUND, FUNNEL, TEETH]] *= (0.5 + 0.5 * gate)[:, None]
     return mouth.astype(np.float32)
+
+
+def silence_closure(level: np.ndarray, fps: int) -> np.ndarray:
+    """(T,) lip_press 0..1 that closes the lips while the voice is silent.
+
+    A portrait may smile with its lips apart; at rest people close them, so in silence the
+    lips come together (a no-op for a portrait whose lips already meet). The closure follows
+    the loudness level (T,) 0..1 with a ~80 ms ease, so it releases as a word starts.
+    """
+    if level.size == 0:
+        return level.astype(np.float32)
+    closed = 1.0 - np.clip(level / SILENCE_LEVEL, 0.0, 1.0)
+    radius = max(1, int(round(SILENCE_EASE_S * fps)))
+    kernel = np.hanning(2 * radius + 3)[1:-1]
+    kernel /= kernel.sum()
+    eased = np.convolve(np.pad(closed, radius, mode="edge"), kernel, mode="valid")
+    return (REST_LIP_PRESS * np.clip(eased, 0.0, 1.0)).astype(np.float32)
 
 
 def mouth_from_audio(audio: np.ndarray, sample_rate: int, level: np.ndarray, fps: int) -> np.ndarray:

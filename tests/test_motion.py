@@ -109,6 +109,16 @@ def test_mouth_opens_on_vowels_and_closes_on_pbm_and_in_pauses(any_voice):
     assert jaw[loud < loud.max() - 40.0].max() < 0.05
 
 
+def test_lips_close_in_silence_and_part_when_the_voice_starts(any_voice):
+    # a portrait smiling with its lips apart closes them at rest: lip_press in silence
+    speech = any_voice
+    press = generate_motion(speech, CALM).coeffs[:, ex.LIP_PRESS]
+    loud = loudness_db(speech.audio, speech.sample_rate, len(press))
+    assert np.median(press[loud < loud.max() - 40.0]) > 0.9
+    vowels = phoneme_frames(speech, set("aɑæɐʌɛeoɔ"))
+    assert np.median(press[vowels & (loud > loud.max() - 20.0)]) < 0.1
+
+
 def test_mouth_follows_loudness_at_a_lag_the_checker_accepts(any_voice):
     speech = any_voice
     jaw = generate_motion(speech, CALM).coeffs[:, ex.JAW_OPEN]

@@ -120,11 +120,49 @@ def test_open_mouth_shows_a_dark_interior_and_teeth(animators):
     assert column[len(column) // 2 :].mean() < 110  # dark cavity below them
 
 
-def test_blink_closes_the_eyes_the_face_mesh_sees(animators):
+@pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])
+def test_blink_closes_the_eyes_the_face_mesh_sees(animators, name):
+    animator = animators[name]
+    rest = eye_open(seen(animator.render_frame(coeffs(smile=0.1))))
+    # 0.7: a blink the governor gated down in a pause still shuts the eye (through glasses too)
+    for strength in (1.0, 0.7):
+        closed = eye_open(seen(animator.render_frame(coeffs(smile=0.1, blink_left=strength, blink_right=strength))))
+        assert closed < 0.62 * rest, (strength, closed / rest)  # the checker's blink threshold is 0.65
+
+
+def test_teeth_stay_fixed_to_the_skull_and_a_dark_gap_opens_below_them(animators):
+    animator = animators["astronaut"]  # smiling with her teeth showing at rest
+    marks = animator.frame_landmarks(coeffs(jaw_open=0.6)) - 0.5
+    frame = animator.render_frame(coeffs(jaw_open=0.6))
+    rest_top, rest_bottom = animator.rest_points[13], animator.rest_points[14]
+    x = int(round(rest_top[0])) + 3
+    teeth_rows = slice(int(rest_top[1]) + 2, int(rest_bottom[1]) - 2)
+    # her own upper teeth, pixel for pixel where they were (the jaw moved, the skull did not)
+    own = np.abs(frame[teeth_rows, x].astype(int) - animator.image[teeth_rows, x].astype(int))
+    assert own.mean() < 6 and animator.image[teeth_rows, x].mean() > 150
+    gap_rows = slice(int(rest_bottom[1]) + 3, int(marks[14, 1]) - 3)
+    assert gap_rows.stop - gap_rows.start >= 5
+    assert frame[gap_rows, x].astype(float).mean() < 110  # the dark mouth below them
+
+
+@pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])
+def test_mouth_opening_the_face_mesh_sees_grows_with_jaw_open(animators, name):
+    animator = animators[name]
+    opening = [mouth_open(seen(animator.render_frame(coeffs(lip_press=1.0, jaw_open=j)))) for j in (0.0, 0.3, 0.7)]
+    assert opening[0] < 0.01  # lips together
+    assert opening[0] + 0.02 < opening[1] and opening[1] + 0.02 < opening[2], opening
+
+
+def test_lip_press_closes_a_mouth_open_at_rest(animators):
     animator = animators["astronaut"]
-    rest = eye_open(seen(animator.render_frame(np.zeros(70))))
-    closed = eye_open(seen(animator.render_frame(coeffs(blink_left=1.0, blink_right=1.0))))
-    assert closed < 0.65 * rest  # the checker's blink threshold
+    rest = mouth_open(seen(animator.render_frame(coeffs(smile=0.1))))
+    pressed_frame = animator.render_frame(coeffs(smile=0.1, lip_press=1.0))
+    assert rest > 0.05 and mouth_open(seen(pressed_frame)) < 0.01
+    # no teeth left between the closed lips: the seam is darker than the lips, not white
+    marks = animator.frame_landmarks(coeffs(smile=0.1, lip_press=1.0)) - 0.5
+    seam_y = int(round(0.5 * (marks[13, 1] + marks[14, 1])))
+    xs = np.arange(int(marks[78, 0]) + 6, int(marks[308, 0]) - 6)
+    assert pressed_frame[seam_y - 1 : seam_y + 2, xs].max(axis=0).mean() < 182
 
 
 @pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])

@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 from persona_video.personas import load_persona
 from persona_video.script import script_from_text, validate_prompt, write_script
 from persona_video.script.annotate import annotate
-from persona_video.script.markup import MarkupError, normalize, parse_markup, to_markup
 from persona_video.script.llm_common import target_words
+from persona_video.script.markup import MarkupError, normalize, parse_markup, to_markup
 from persona_video.script.offline import subject_of, write_offline
 from persona_video.types import ScriptIntent, Segment
 

@@ -21,13 +21,15 @@ import numpy as np
 from persona_video import expression as ex
 from persona_video.render.face import FaceLandmarks
 from persona_video.render.mesh import NUM_FACE_VERTICES, build_mesh, pixel_matrix, signed_areas
-from persona_video.render.mouth import inner_gap_px, paint_mouth_interior
+from persona_video.render.mouth import MouthRest, paint_mouth
 from persona_video.render.shapes import (
     EXPRESSION_CLIP,
     LEFT_EYE_LOWER,
     LEFT_EYE_UPPER,
+    LOWER_INNER_LIP,
     RIGHT_EYE_LOWER,
     RIGHT_EYE_UPPER,
+    UPPER_INNER_LIP,
     FaceFrame,
     expression_basis,
 )
@@ -50,6 +52,13 @@ RELIEF_BLUR_FACE_H = 0.05
 SKULL_DEPTH_FACE_H = 0.5
 MAX_TRANS_XY_FACE_H = 0.08
 MAX_SCALE_CHANGE = 0.08
+#: A blink coefficient at or above this shuts the eye fully (lower values close it in proportion).
+BLINK_SHUT_AT = 0.6
+_BLINKS = [ex.BLINK_LEFT, ex.BLINK_RIGHT]
+#: Rows above and below the inner lips that get the exact inverse when the lips close, pixels.
+_SEAM_MARGIN_PX = 3
+#: Landmarks around the mouth whose pose-only motion defines the skull's (upper teeth) motion.
+_MOUTH_REFERENCE = list(UPPER_INNER_LIP + LOWER_INNER_LIP + (1, 2, 164, 152, 17, 0))
 _POSE_LIMITS = np.array([ex.MAX_YAW_RAD, ex.MAX_PITCH_RAD, ex.MAX_ROLL_RAD])
 
 
@@ -146,7 +155,7 @@ class PortraitAnimator:
         face_uv = self.face.to_face(points[:NUM_FACE_VERTICES])
         self.mesh.depth[:NUM_FACE_VERTICES] = _posing_depth(face_uv, depth[:NUM_FACE_VERTICES], face_h)
         self.mesh.depth[NUM_FACE_VERTICES:] = -0.15 * face_h
-        self.rest_gap_px = inner_gap_px(points, self.face.down)
+        self.mouth_rest = MouthRest.from_points(points, self.face.down, face_h)
         lo = np.floor(self.rest_vertices.min(axis=0)).astype(int)
         hi = np.ceil(self.rest_vertices.max(axis=0)).astype(int) + 1
         x0, y0 = max(lo[0], 0), max(lo[1], 0)
@@ -162,6 +171,9 @@ class PortraitAnimator:
         grid_y, grid_x = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         self.fine_grid = np.dstack([grid_x, grid_y])
         self.eye_triangles = self._eye_triangles()
+        on_lips = np.zeros(len(self.rest_vertices), dtype=bool)
+        on_lips[list(UPPER_INNER_LIP + LOWER_INNER_LIP)] = True
+        self.lip_triangles = np.flatnonzero(on_lips[self.mesh.triangles].any(axis=1))
         self.iris_weights = self._iris_weights(points)
         logger.info("animator ready: %dx%d frame, %d vertices, %d triangles, %d animated pixels",
                     self.width, self.height, len(self.rest_vertices), len(self.mesh.triangles), self.matrix.nnz // 3)
@@ -175,22 +187,27 @@ class PortraitAnimator:
             out.append(np.flatnonzero(on_lid[self.mesh.triangles].any(axis=1)))
         return out[0], out[1]
 
-    def _exact_inverse(self, placed: np.ndarray, triangle_ids: np.ndarray, lookup: np.ndarray) -> None:
+    def _exact_inverse(self, placed: np.ndarray, triangle_ids: np.ndarray, lookup: np.ndarray,
+                       pixels: np.ndarray | None = None) -> None:
         """Overwrite ``lookup`` (box-sized (h, w, 2) source coordinates) with the exact
-        piecewise-affine inverse inside the given triangles at ``placed`` (V, 2).
+        piecewise-affine inverse inside the given triangles at ``placed`` (V, 2), for all
+        pixels of the triangles' bounding box or only ``pixels`` ((P, 2) x, y inside the box).
 
-        A closing lid squeezes the eye into a line: there the fixed-point inverse
-        converges too slowly and the iris would show through the lid.
+        A closing lid squeezes the eye into a line, pressed lips squeeze the teeth between
+        them: there the half-resolution fixed-point inverse cannot follow and the iris or
+        the teeth would show through.
         """
         x0, y0, x1, y1 = self.box
         tris = self.mesh.triangles[triangle_ids]
         dest, src = placed[tris], self.rest_vertices[tris]  # (K, 3, 2)
-        lo = np.maximum(np.floor(dest.reshape(-1, 2).min(axis=0)).astype(int), (x0, y0))
-        hi = np.minimum(np.ceil(dest.reshape(-1, 2).max(axis=0)).astype(int) + 1, (x1, y1))
-        if (hi <= lo).any():
-            return
-        yy, xx = np.mgrid[lo[1] : hi[1], lo[0] : hi[0]]
-        pixels = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float64)  # (P, 2)
+        if pixels is None:
+            lo = np.maximum(np.floor(dest.reshape(-1, 2).min(axis=0)).astype(int), (x0, y0))
+            hi = np.minimum(np.ceil(dest.reshape(-1, 2).max(axis=0)).astype(int) + 1, (x1, y1))
+            if (hi <= lo).any():
+                return
+            yy, xx = np.mgrid[lo[1] : hi[1], lo[0] : hi[0]]
+            pixels = np.stack([xx.ravel(), yy.ravel()], axis=1)
+        pixels = pixels.astype(np.float64)  # (P, 2)
         a, b, c = dest[:, 0], dest[:, 1], dest[:, 2]
         det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
         usable = np.abs(det) > 1e-6
@@ -208,6 +225,24 @@ class PortraitAnimator:
         rows = np.flatnonzero(hit)
         source = (wa[rows, k, None] * src[k, 0] + wb[rows, k, None] * src[k, 1] + wc[rows, k, None] * src[k, 2])
         lookup[pixels[rows, 1].astype(int) - y0, pixels[rows, 0].astype(int) - x0] = source.astype(np.float32)
+
+    def _lip_seam_pixels(self, placed: np.ndarray) -> np.ndarray | None:
+        """(P, 2) int pixels in a band around the inner lips where they close beyond the
+        portrait's own opening, or None when they do not."""
+        upper, lower = placed[list(UPPER_INNER_LIP)], placed[list(LOWER_INNER_LIP)]
+        rest_gap = self.rest_vertices[list(LOWER_INNER_LIP), 1] - self.rest_vertices[list(UPPER_INNER_LIP), 1]
+        if not np.any(rest_gap - (lower[:, 1] - upper[:, 1]) > 1.0):
+            return None
+        x0, y0, x1, y1 = self.box
+        columns = np.arange(max(int(np.floor(upper[:, 0].min())), x0), min(int(np.ceil(upper[:, 0].max())) + 1, x1))
+        order_u, order_l = np.argsort(upper[:, 0]), np.argsort(lower[:, 0])
+        top = np.floor(np.interp(columns, upper[order_u, 0], upper[order_u, 1])).astype(int) - _SEAM_MARGIN_PX
+        bottom = np.ceil(np.interp(columns, lower[order_l, 0], lower[order_l, 1])).astype(int) + _SEAM_MARGIN_PX
+        rows = np.arange(int((bottom - top).max()) + 1)
+        ys = top[None, :] + rows[:, None]
+        keep = (ys <= bottom[None, :]) & (ys >= y0) & (ys < y1)
+        xs = np.broadcast_to(columns[None, :], ys.shape)
+        return np.stack([xs[keep], ys[keep]], axis=1)
 
     def _iris_weights(self, points: np.ndarray) -> np.ndarray:
         """(10, V) iris points follow the mean of their eye's corners (they are not mesh vertices)."""
@@ -233,7 +268,10 @@ class PortraitAnimator:
 
     def place_vertices(self, coeffs: np.ndarray) -> np.ndarray:
         """(70,) clipped coefficients -> (V, 2) vertex positions, without the fold guard."""
-        moved = self.rest_vertices + np.tensordot(coeffs[:10], self.basis, axes=1)
+        expression = coeffs[:10].copy()
+        # a blink is all or nothing: one gated down (the governor's pause gain) still shuts the eye
+        expression[_BLINKS] = np.minimum(expression[_BLINKS] / BLINK_SHUT_AT, 1.0)
+        moved = self.rest_vertices + np.tensordot(expression, self.basis, axes=1)
         rotation = _rotation(coeffs[ex.YAW], coeffs[ex.PITCH], coeffs[ex.ROLL])
         rel = np.column_stack([moved - self.pivot[:2], self.mesh.depth - self.pivot[2]])
         turned = rel @ rotation.T
@@ -291,12 +329,25 @@ class PortraitAnimator:
         for eye, blink in ((0, clipped[ex.BLINK_RIGHT]), (1, clipped[ex.BLINK_LEFT])):
             if blink > 0.05:
                 self._exact_inverse(placed, self.eye_triangles[eye], lookup)
+        seam = self._lip_seam_pixels(placed)
+        if seam is not None:
+            self._exact_inverse(placed, self.lip_triangles, lookup, seam)
         frame[y0:y1, x0:x1] = cv2.remap(self.image, lookup, None, cv2.INTER_LINEAR,
                                         borderMode=cv2.BORDER_REFLECT_101)
-        gap = inner_gap_px(placed, self.face.down)
-        open_alpha = float(np.clip((gap - self.rest_gap_px) / (0.012 * self.face.face_h), 0.0, 1.0))
-        paint_mouth_interior(frame, placed, self.face.down, open_alpha, float(clipped[ex.TEETH_SHOW]))
+        paint_mouth(frame, self.image, placed, self.skull_affine(clipped), self.mouth_rest,
+                    float(clipped[ex.TEETH_SHOW]))
         return frame
+
+    def skull_affine(self, coeffs: np.ndarray) -> np.ndarray:
+        """(2, 3) affine map from rest pixels to the frame for points fixed to the skull (the upper
+        teeth): the head pose of (70,) clipped ``coeffs`` without the expression, fitted around the mouth."""
+        pose_only = coeffs.copy()
+        pose_only[: ex.EXP_STOP] = 0.0
+        rest = self.rest_vertices[_MOUTH_REFERENCE]
+        posed = self.place_vertices(pose_only)[_MOUTH_REFERENCE]
+        design = np.column_stack([rest, np.ones(len(rest))])
+        solution, *_ = np.linalg.lstsq(design, posed, rcond=None)
+        return solution.T
 
     def render(self, coeffs: np.ndarray) -> Iterator[np.ndarray]:
         """Frames for a (T, 70) or (T, 73) coefficient track, one (H, W, 3) uint8 array at a time."""

@@ -1,13 +1,24 @@
-"""The mouth interior drawn where the lips part: a dark cavity and an upper teeth band.
+"""The mouth interior seen between the lips: teeth fixed to the skull, a dark cavity below them.
 
-Stretching the portrait's closed lips across an open mouth looks like
-rubber; a real opening shows the dark mouth and the upper teeth. The fill is
-drawn on a small region around the inner-lip polygon and blended in by how
-much the mouth is open beyond the portrait's own opening, so a portrait at
-rest is left exactly as it is.
+The piecewise-affine warp stretches whatever lies between the portrait's inner
+lips, which turns a smile's teeth into rubber when the jaw drops and squashes
+them into a smear when the lips close. Instead, everything inside the placed
+inner-lip polygon is redrawn each frame from three layers:
+
+- the upper teeth, fixed to the skull (they move with the head pose, not with
+  the lips): the portrait's own mouth interior when its lips are apart at rest,
+  otherwise drawn teeth whose brightness grows with the opening;
+- a dark cavity in the gap the lowered jaw exposes, with a soft tongue and a
+  hint of the lower teeth just above the lower lip;
+- the polygon's anti-aliased edge, so the lips themselves keep their pixels.
+
+At rest the skull and the lips have not moved, so the portrait's own interior
+comes back pixel for pixel.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -15,9 +26,27 @@ import numpy as np
 from persona_video.render.shapes import INNER_LIP_POLYGON, LOWER_INNER_LIP, UPPER_INNER_LIP
 
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon drawing
-_TEETH_RGB = np.array([232.0, 226.0, 212.0], dtype=np.float32)
-_CAVITY_TOP_RGB = np.array([48.0, 16.0, 18.0], dtype=np.float32)
-_CAVITY_BOTTOM_RGB = np.array([112.0, 44.0, 46.0], dtype=np.float32)
+_MARGIN_PX = 5  # rows above and below the opening redrawn (the seam of closed lips samples them)
+#: A portrait whose inner lips are this far apart at rest (face heights) shows its own teeth.
+OWN_INTERIOR_MIN_GAP_FACE_H = 0.012
+#: Visible height of the drawn upper teeth at the middle of the mouth, face heights.
+TEETH_HEIGHT_FACE_H = 0.03
+#: Largest visible height of the lower teeth above the lower lip, face heights.
+LOWER_TEETH_FACE_H = 0.01
+#: Opening (face heights) at which drawn teeth and tongue are fully lit.
+FULL_LIGHT_GAP_FACE_H = 0.05
+#: Gaps between the upper teeth from the middle outwards, in mouth half widths (incisors to premolars).
+_TOOTH_EDGES = np.array([0.0, 0.2, 0.36, 0.5, 0.62, 0.73, 0.84], dtype=np.float32)
+_TEETH_RGB = np.array([240.0, 226.0, 204.0], dtype=np.float32)
+_CAVITY_TOP_RGB = np.array([34.0, 12.0, 14.0], dtype=np.float32)
+_CAVITY_BOTTOM_RGB = np.array([82.0, 30.0, 32.0], dtype=np.float32)
+_TONGUE_RGB = np.array([150.0, 72.0, 74.0], dtype=np.float32)
+
+
+def _line(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) lip points -> (x sorted, y) for ``np.interp``."""
+    order = np.argsort(points[:, 0], kind="stable")
+    return points[order, 0].astype(np.float64), points[order, 1].astype(np.float64)
 
 
 def inner_gap_px(points: np.ndarray, down: np.ndarray) -> float:
@@ -27,58 +56,137 @@ def inner_gap_px(points: np.ndarray, down: np.ndarray) -> float:
     return float(np.mean((lower - upper) @ down))
 
 
-def paint_mouth_interior(
-    frame: np.ndarray, points: np.ndarray, down: np.ndarray, open_alpha: float, teeth_show: float
-) -> None:
-    """Draw the mouth interior into ``frame`` (H, W, 3) uint8 in place.
+@dataclass(frozen=True)
+class MouthRest:
+    """The portrait's inner lips at rest, in frame pixels.
 
-    points: (≥468, 2) landmark positions in the frame, pixel-centre coordinates.
-    down: (2,) the face's down unit vector.
-    open_alpha: 0..1 blend of the drawn interior (0 leaves the lips' own pixels).
-    teeth_show: 0..1.2, more upper teeth for "f"/"v" and a raised lip.
+    upper_x, upper_y / lower_x, lower_y: (11,) lip lines sorted by x; centre_x, half_w:
+    the mouth's middle and half width; face_h: pixels; own_interior: whether the lips
+    are apart at rest, so the portrait's own teeth are shown instead of drawn ones.
     """
-    if open_alpha <= 0.0:
-        return
-    polygon = points[list(INNER_LIP_POLYGON)].astype(np.float64)
+
+    upper_x: np.ndarray
+    upper_y: np.ndarray
+    lower_x: np.ndarray
+    lower_y: np.ndarray
+    centre_x: float
+    half_w: float
+    face_h: float
+    own_interior: bool
+
+    @classmethod
+    def from_points(cls, points: np.ndarray, down: np.ndarray, face_h: float) -> MouthRest:
+        """points: (≥468, 2) rest landmarks in frame pixels; down: (2,) unit vector; face_h: pixels."""
+        upper_x, upper_y = _line(points[list(UPPER_INNER_LIP)])
+        lower_x, lower_y = _line(points[list(LOWER_INNER_LIP)])
+        corners = points[[UPPER_INNER_LIP[0], UPPER_INNER_LIP[-1]], 0]
+        own = inner_gap_px(points, down) > OWN_INTERIOR_MIN_GAP_FACE_H * face_h
+        return cls(upper_x, upper_y, lower_x, lower_y, float(corners.mean()),
+                   max(0.5 * float(abs(corners[1] - corners[0])), 1.0), float(face_h), bool(own))
+
+
+def paint_mouth(
+    frame: np.ndarray, image: np.ndarray, placed: np.ndarray, skull: np.ndarray, rest: MouthRest,
+    teeth_show: float,
+) -> None:
+    """Redraw the inside of the placed inner-lip polygon of ``frame`` (H, W, 3) uint8 in place.
+
+    image: (H, W, 3) uint8 the framed portrait at rest (source of its own teeth).
+    placed: (≥468, 2) this frame's vertex positions, pixel centres.
+    skull: (2, 3) affine map from rest pixels to this frame for points fixed to the skull
+        (the head pose without the expression).
+    teeth_show: 0..1.2, a raised upper lip: drawn teeth a little longer.
+    """
+    polygon = placed[list(INNER_LIP_POLYGON)].astype(np.float64)
     height, width = frame.shape[:2]
-    x0 = int(max(np.floor(polygon[:, 0].min()) - 2, 0))
-    y0 = int(max(np.floor(polygon[:, 1].min()) - 2, 0))
-    x1 = int(min(np.ceil(polygon[:, 0].max()) + 3, width))
-    y1 = int(min(np.ceil(polygon[:, 1].max()) + 3, height))
+    x0 = int(max(np.floor(polygon[:, 0].min()) - 1, 0))
+    y0 = int(max(np.floor(polygon[:, 1].min()) - _MARGIN_PX, 0))
+    x1 = int(min(np.ceil(polygon[:, 0].max()) + 2, width))
+    y1 = int(min(np.ceil(polygon[:, 1].max()) + _MARGIN_PX + 1, height))
     if x1 - x0 < 2 or y1 - y0 < 2:
         return
-    roi_h, roi_w = y1 - y0, x1 - x0
-    mask = np.zeros((roi_h, roi_w), dtype=np.uint8)
+    mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
     fixed = np.round((polygon - (x0, y0)) * (1 << _SHIFT)).astype(np.int32)
     cv2.fillPoly(mask, [fixed], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+    face_h = rest.face_h
+    xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+    top_y = np.interp(xs[0], *_line(placed[list(UPPER_INNER_LIP)])).astype(np.float32)[None, :]
+    bottom_y = np.interp(xs[0], *_line(placed[list(LOWER_INNER_LIP)])).astype(np.float32)[None, :]
+    gap = np.maximum(bottom_y - top_y, 0.0)  # (1, w) this frame's opening per column
+    # every pixel back through the skull: where the teeth fixed to it come from
+    inverse = cv2.invertAffineTransform(skull.astype(np.float64)).astype(np.float32)
+    src_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    src_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    rest_top = np.interp(src_x, rest.upper_x, rest.upper_y).astype(np.float32)
+    rest_gap = np.maximum(np.interp(src_x, rest.lower_x, rest.lower_y) - rest_top, 0.0).astype(np.float32)
+    depth = src_y - rest_top  # below the upper lip's rest line, pixels, moving with the skull
+    side = np.clip(np.abs(src_x - rest.centre_x) / rest.half_w, 0.0, 1.0)
+    extra = np.maximum(gap - rest_gap, 0.0)  # opening beyond the portrait's own
+    light = np.clip(extra / (FULL_LIGHT_GAP_FACE_H * face_h), 0.0, 1.0)
 
-    upper = points[list(UPPER_INNER_LIP)].astype(np.float64)
-    lower = points[list(LOWER_INNER_LIP)].astype(np.float64)
-    xs = np.arange(x0, x1, dtype=np.float64)
-    order_u, order_l = np.argsort(upper[:, 0]), np.argsort(lower[:, 0])
-    # Lip lines as y(x): the portrait is near-upright (roll is at most a few degrees).
-    top_y = np.interp(xs, upper[order_u, 0], upper[order_u, 1])
-    bottom_y = np.interp(xs, lower[order_l, 0], lower[order_l, 1])
-    gap = np.maximum(bottom_y - top_y, 0.0)
-    teeth_h = gap * (0.36 + 0.35 * min(max(teeth_show, 0.0), 1.2))
-    ys = np.arange(y0, y1, dtype=np.float64)[:, None]
-    depth = np.clip((ys - top_y) / np.maximum(gap, 1.0), 0.0, 1.0)  # 0 at the upper lip, 1 at the lower
-    centre_x = 0.5 * (upper[0, 0] + upper[-1, 0])
-    half_w = max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0)
-    side = np.clip(np.abs(xs - centre_x) / half_w, 0.0, 1.0)[None, :]
+    # the cavity: darkest behind the upper teeth and in the corners, the tongue low in the middle
+    down_share = np.clip((ys - top_y) / np.maximum(gap, 1.0), 0.0, 1.0)
+    fill = _CAVITY_TOP_RGB + (_CAVITY_BOTTOM_RGB - _CAVITY_TOP_RGB) * (down_share**2)[..., None]
+    tongue = np.exp(-((side / 0.55) ** 2)) * np.clip((down_share - 0.45) / 0.4, 0.0, 1.0) * (0.8 * light)
+    fill += (_TONGUE_RGB - fill) * tongue[..., None]
+    fill *= (1.0 - 0.55 * side**2)[..., None]
+    # lower teeth: a dim band just above the lower lip, showing once the jaw is well down
+    lower_h = LOWER_TEETH_FACE_H * face_h * np.clip(extra / (0.06 * face_h) - 0.4, 0.0, 1.0)
+    lower_w = np.clip(lower_h - (bottom_y - ys), 0.0, 1.0) * 0.5 * light * (1.0 - side**2)
+    fill += (0.62 * _TEETH_RGB - fill) * lower_w[..., None]
 
-    cavity = _CAVITY_TOP_RGB + (_CAVITY_BOTTOM_RGB - _CAVITY_TOP_RGB) * (depth[..., None] ** 2)
-    cavity *= (1.0 - 0.45 * side**2)[..., None]
-    in_teeth = ys - top_y < teeth_h
-    teeth_shade = (1.0 - 0.55 * side**2) * (0.82 + 0.18 * np.clip((ys - top_y) / np.maximum(teeth_h, 1.0), 0, 1))
-    teeth = _TEETH_RGB * teeth_shade[..., None]
-    # a soft shadow line under the teeth edge and between the central incisors
-    edge = np.exp(-(((ys - top_y - teeth_h) / 0.9) ** 2))
-    split = np.exp(-(((xs - centre_x) / 0.7) ** 2))[None, :] * in_teeth * 0.35
-    teeth *= (1.0 - split)[..., None]
-    fill = np.where(in_teeth[..., None], teeth, cavity)
-    fill *= (1.0 - 0.5 * edge)[..., None]
+    if rest.own_interior:
+        # the portrait's own teeth, mirrored upwards where the upper lip rises above them;
+        # once the jaw drops, their lowest rows (the lower lip's inner edge) give way to the cavity
+        raised = min(max(teeth_show, 0.0) / 0.2, 1.0)
+        stretched = rest_top + 2.0 + 0.2 * (depth - 2.0)  # the teeth's top rows, drawn longer
+        map_y = np.where(depth < 2.0, src_y + raised * (stretched - src_y), src_y).astype(np.float32)
+        own = cv2.remap(image, src_x.astype(np.float32), map_y, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
+        # at rest the own pixels reach past the lower lip line (the anti-aliased edge keeps the lip)
+        opened = np.clip((gap - rest_gap) / 3.0, 0.0, 1.0)
+        feather = np.maximum(1.5 * opened, 1e-3)
+        teeth_w = np.clip((rest_gap + 1.5 - 3.0 * opened - depth) / feather, 0.0, 1.0)
+        teeth = own
+    else:
+        teeth_h = TEETH_HEIGHT_FACE_H * face_h * (1.0 + 0.3 * min(max(teeth_show, 0.0), 1.2)) * (1.0 - 0.4 * side**2)
+        # distance to the nearest gap between two teeth, pixels: faint gaps, rounded biting edges
+        to_gap = np.abs(np.abs(src_x - rest.centre_x)[..., None] - _TOOTH_EDGES * rest.half_w).min(axis=-1)
+        teeth_w = np.clip(teeth_h - 0.6 * np.exp(-((to_gap / 2.0) ** 2)) - depth, 0.0, 1.0)
+        # under the upper lip's shadow, brighter towards the biting edge, darker to the sides
+        shade = (0.7 + 0.3 * np.clip(depth / np.maximum(teeth_h, 1.0), 0.0, 1.0)) * (1.0 - 0.45 * side**2)
+        shade *= 1.0 - 0.12 * np.exp(-((to_gap / 0.8) ** 2))
+        shade *= 1.0 - 0.35 * np.exp(-np.maximum(ys - top_y, 0.0) / 1.5)
+        teeth = _TEETH_RGB * (shade * (0.45 + 0.55 * light))[..., None]
+    fill += (teeth - fill) * teeth_w[..., None]
 
-    alpha = (mask.astype(np.float32) * (open_alpha / 255.0))[..., None]
+    alpha = (mask.astype(np.float32) * (1.0 / 255.0))[..., None]
     roi = frame[y0:y1, x0:x1].astype(np.float32)
-    frame[y0:y1, x0:x1] = np.clip(roi + (fill.astype(np.float32) - roi) * alpha, 0, 255).astype(np.uint8)
+    out = roi + (fill - roi) * alpha
+    if rest.own_interior:
+        _shade_seam(out, ys, top_y, bottom_y, gap, np.interp(xs[0], rest.upper_x, rest.upper_y),
+                    np.interp(xs[0], rest.lower_x, rest.lower_y))
+    frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _shade_seam(out: np.ndarray, ys: np.ndarray, top_y: np.ndarray, bottom_y: np.ndarray, gap: np.ndarray,
+                rest_top: np.ndarray, rest_bottom: np.ndarray) -> None:
+    """Where the lips close beyond the portrait's own opening, draw the dark line between them.
+
+    The landmarks' inner contour sits a pixel or two inside the teeth, so lips brought together
+    would otherwise meet on a thin light line. out: (h, w, 3) float32 region, changed in place;
+    ys: (h, 1) rows; the rest: (1, w) or (w,) per column, pixels.
+    """
+    rest_gap = (rest_bottom - rest_top)[None, :]
+    closing = np.clip(1.0 - gap / 3.0, 0.0, 1.0) * np.clip(rest_gap - gap - 1.0, 0.0, 1.0)
+    if not closing.any():
+        return
+    height = out.shape[0]
+    rows = np.arange(out.shape[1])
+    above = np.clip(np.floor(top_y[0] - ys[0, 0]).astype(int) - 3, 0, height - 1)
+    below = np.clip(np.ceil(bottom_y[0] - ys[0, 0]).astype(int) + 3, 0, height - 1)
+    lip_rgb = 0.5 * (out[above, rows] + out[below, rows]) * 0.62  # (w, 3)
+    centre = 0.5 * (top_y + bottom_y)
+    weight = np.exp(-(((ys - centre) / 1.1) ** 2)) * closing
+    out += (lip_rgb[None, :, :] - out) * weight[..., None]

@@ -35,8 +35,13 @@ FOREHEAD, CHIN, RIGHT_CHEEK_EDGE, LEFT_CHEEK_EDGE = 10, 152, 234, 454
 
 #: In a blink the lids meet this share of the eye opening below the lower lid's rest line:
 #: the face mesh often puts the lower lid a little above the iris's lower edge (glasses), and
-#: it only reads a blink when no iris is left showing. The upper lid stops 3 % short of it.
-LOWER_LID_DROP = 0.1
+#: it only reads a blink when no iris is left showing and the closed line sits low (small eyes
+#: behind glasses read about 0.6 of open at 0.1, 0.55 at 0.2). The upper lid stops 3 % short.
+LOWER_LID_DROP = 0.2
+#: Share of the eye opening the upper lid travels on top of the drop (just short of the lower lid).
+UPPER_LID_REACH = 0.97
+#: How far above the lid (in eye openings) the skin follows a blink.
+LID_SKIN_REACH = 3.0
 
 #: Per-control clip range of the expression strengths (lower, upper).
 EXPRESSION_CLIP = np.zeros((ex.EXP_STOP, 2), dtype=np.float32)
@@ -137,9 +142,17 @@ def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray
     basis[ex.LIP_WIDE, :, 0] = 0.045 * side * corner_w
     basis[ex.LIP_ROUND, :, 0] = -0.04 * side * corner_w
     basis[ex.LIP_ROUND, :, 1] = near_mouth * (-0.008 * upper_side + 0.012 * lower_side)
-    # lip_press: the inner lips meet on the mouth line, closing the portrait's own gap.
+    # lip_press: the inner lips meet on the mouth line, closing the portrait's own gap. The lips
+    # move as a whole and the skin above and below takes up the stretch over a wide falloff: moving
+    # only the inner contour would squash the lips themselves (and keep the warp from inverting).
+    gap_order = np.argsort(uv[upper_in, 0])
+    half_gap = 0.5 * np.interp(uv[:, 0], uv[upper_in, 0][gap_order], rest_gap[gap_order, 1])
+    press_up = np.exp(-((np.maximum(-below - upper_lip_h, 0.0) / 0.07) ** 2)) * (below < 0)
+    press_down = np.exp(-((np.maximum(below - lower_lip_h, 0.0) / 0.08) ** 2)) * (below > 0)
+    basis[ex.LIP_PRESS, :, 1] = half_gap * (press_up - press_down)
     basis[ex.LIP_PRESS, upper_in] = 0.5 * rest_gap
     basis[ex.LIP_PRESS, lower_in] = -0.5 * rest_gap
+    basis[ex.LIP_PRESS, list(MOUTH_CORNERS)] = 0.0
     basis[ex.SMILE, :, 0] = 0.025 * side * corner_w
     basis[ex.SMILE, :, 1] = -0.035 * corner_w
     basis[ex.LIP_FUNNEL, :, 0] = -0.03 * side * corner_w
@@ -167,12 +180,14 @@ def _blink_field(vertices: np.ndarray, uv: np.ndarray, upper: tuple, lower: tupl
     up_idx, low_idx = list(upper[1:-1]), list(lower[1:-1])
     gap = vertices[low_idx] - vertices[up_idx]  # (7, 2) pixels, pointing down
     # the drop fades towards the corners, which stay put
-    drop = LOWER_LID_DROP * np.sin(np.pi * np.arange(1, len(up_idx) + 1) / (len(up_idx) + 1))[:, None]
+    # flat in the middle (the closed lid follows the lower lid's curve), easing to the corners
+    drop = LOWER_LID_DROP * np.minimum(1.0, 1.5 * np.sin(np.pi * np.arange(1, len(up_idx) + 1)
+                                                     / (len(up_idx) + 1)))[:, None]
     disp[low_idx] = drop * gap
-    disp[up_idx] = (drop + 0.97) * gap
+    disp[up_idx] = (drop + UPPER_LID_REACH) * gap
     lid = vertices[list(upper)]
     lid_move = np.concatenate([[0.0 * gap[0]], disp[up_idx], [0.0 * gap[0]]])
-    reach_px = 3.0 * float(np.max(np.linalg.norm(gap, axis=1))) + 1.0
+    reach_px = LID_SKIN_REACH * float(np.max(np.linalg.norm(gap, axis=1))) + 1.0
     dist = np.linalg.norm(vertices[:, None, :] - lid[None], axis=2)  # (V, 9)
     nearest = np.argmin(dist, axis=1)
     d_near = dist[np.arange(len(vertices)), nearest]
