@@ -6,8 +6,11 @@ per image content, so re-rendering the same portrait never runs it again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -53,6 +56,25 @@ class FaceLandmarks:
         return self.points_px.mean(axis=0)
 
 
+@contextlib.contextmanager
+def _quiet_native_logs():
+    """MediaPipe's C++ side (TFLite, absl) writes INFO/WARNING lines straight to
+    file descriptor 2 on first use; hide them unless logging is at DEBUG.
+    Python exceptions are unaffected."""
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _face_mesh():
     global _model
     if _model is None:
@@ -69,7 +91,7 @@ def detect_all_faces(image: np.ndarray) -> list[np.ndarray]:
     """Run the face mesh on (H, W, 3) uint8 RGB; returns one (478, 3) float32 array
     (x, y, z in pixels) per face found, possibly none."""
     height, width = image.shape[:2]
-    with _model_lock:
+    with _model_lock, _quiet_native_logs():
         result = _face_mesh().process(np.ascontiguousarray(image[..., :3]))
     faces = []
     for face in result.multi_face_landmarks or []:
