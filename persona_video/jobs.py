@@ -77,9 +77,10 @@ class Job:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def create(cls, request: dict[str, Any], root: Path | None = None) -> Job:
+    def create(cls, request: dict[str, Any], root: Path | None = None, job_id: str | None = None) -> Job:
+        """A new job folder; job_id lets a queue hand out the id before the job runs."""
         root = root or outputs_dir()
-        job_id = new_job_id()
+        job_id = new_job_id() if job_id is None else validate_job_id(job_id)
         folder = root / f"{JOB_PREFIX}{job_id}"
         folder.mkdir(parents=True, exist_ok=False)
         job = cls(job_id, folder)

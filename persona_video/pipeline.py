@@ -107,15 +107,17 @@ def _timed(stage: str, job: Job, fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def run(request: Request, *, root: Path | None = None) -> Iterator[StageEvent]:
-    """Run every stage for a request, yielding an event as each finishes."""
+def run(request: Request, *, root: Path | None = None, job_id: str | None = None) -> Iterator[StageEvent]:
+    """Run every stage for a request, yielding an event as each finishes.
+
+    job_id: the id for the new job folder (a queue hands it out early); None makes one."""
     started = time.perf_counter()
     persona, config, portrait = prepare(request)
     if request.prompt is not None:
         from .script import validate_prompt
 
         validate_prompt(request.prompt)
-    job = Job.create(request.to_dict(), root)
+    job = Job.create(request.to_dict(), root, job_id)
     job.set_state("running", backends=stages.auto_choices(request, persona))
     if request.portrait is not None:
         stages.save_portrait(job, portrait)

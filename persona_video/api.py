@@ -1,0 +1,326 @@
+"""The REST API: the seed's synchronous endpoint, jobs with server-sent events,
+re-render, personas, uploads and job files. Mounted under ``/api`` by
+:func:`persona_video.server.create_server`.
+
+Every generation goes through the server's one :class:`JobQueue`, so the
+synchronous endpoint and the job endpoints share the same limit. Input is
+validated (pydantic, then the pipeline's own ``prepare``) before anything is
+queued, so bad input gets a 4xx and leaves no job folder. Files are served by
+job id and known file name only: no path a client sends reaches the file system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import FileResponse, StreamingResponse
+
+from . import pipeline
+from .api_models import (
+    ERROR_RESPONSES,
+    GenerateRequest,
+    GenerateResponse,
+    GovernorSettings,
+    JobAccepted,
+    JobRequest,
+    JobStatus,
+    PersonaInfo,
+    UploadInfo,
+)
+from .errors import InputError, NotFoundError, PersonaVideoError
+from .job_queue import JobBusy, JobQueue, Task
+from .jobs import JOB_FILES, Job, new_job_id, validate_job_id
+from .personas import list_personas, load_persona
+from .uploads import save_portrait_upload, save_voice_upload, upload_path
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(responses=ERROR_RESPONSES)
+
+MEDIA_TYPES = {
+    ".mp4": "video/mp4",
+    ".wav": "audio/wav",
+    ".vtt": "text/vtt",
+    ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+    ".npy": "application/octet-stream",
+    ".png": "image/png",
+}
+#: Files listed in a finished job's status, by the name the client sees.
+URL_FILES = {
+    "video": "video.mp4",
+    "audio": "audio.wav",
+    "captions": "captions.vtt",
+    "script": "script.txt",
+    "timing": "timing.json",
+    "manifest": "manifest.json",
+}
+#: How often the event stream looks for new stage events, seconds.
+EVENT_POLL_S = 0.05
+#: How often the stream re-reads the manifest of a job this server's queue did not run, seconds.
+MANIFEST_POLL_S = 0.25
+
+
+class TaskFailed(PersonaVideoError):
+    """A queued job failed; carries the status its error had."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        stage, message = error.get("stage"), error["message"]
+        super().__init__(message if not stage or "stage failed" in message else f"{stage} stage failed: {message}")
+        self.status_code = int(error.get("status", 500))
+        self.code = error.get("code", "stage_failed")
+
+
+def _queue(request: Request) -> JobQueue:
+    return request.app.state.job_queue
+
+
+def _file_url(request: Request, job_id: str, name: str) -> str:
+    return str(request.url_for("job_file", job_id=job_id, name=name))
+
+
+def _to_pipeline_request(body: GenerateRequest | JobRequest) -> pipeline.Request:
+    """The pipeline Request for an API body, uploads resolved to their stored files."""
+    data = body.model_dump(exclude_none=True)
+    portrait_id = data.pop("portrait_upload", None)
+    voice_id = data.pop("voice_upload", None)
+    governor = data.pop("governor", {}) or {}
+    if portrait_id is not None:
+        data["portrait"] = str(upload_path("portrait", portrait_id))
+    if voice_id is not None:
+        data["reference_wav"] = str(upload_path("voice", voice_id))
+    return pipeline.Request(**data, governor=governor)
+
+
+def _validated(body: GenerateRequest | JobRequest) -> pipeline.Request:
+    """Everything the pipeline checks before work, so a bad request queues nothing."""
+    request = _to_pipeline_request(body)
+    pipeline.prepare(request)
+    if request.prompt is not None:
+        from .script import validate_prompt
+
+        validate_prompt(request.prompt)
+    return request
+
+
+def _submit(queue: JobQueue, request: pipeline.Request) -> Task:
+    job_id = new_job_id()
+    return queue.submit(job_id, "generate", lambda: pipeline.run(request, job_id=job_id))
+
+
+def _accepted(http: Request, queue: JobQueue, task: Task) -> JobAccepted:
+    return JobAccepted(
+        job_id=task.job_id,
+        state=task.state,
+        position=queue.position(task),
+        status_url=str(http.url_for("job_status", job_id=task.job_id)),
+        events_url=str(http.url_for("job_events", job_id=task.job_id)),
+    )
+
+
+@router.get("/personas", response_model=list[PersonaInfo], summary="The personas to choose from")
+def personas() -> list[PersonaInfo]:
+    return [
+        PersonaInfo(
+            id=p.id,
+            name=p.name,
+            description=p.description,
+            temperature=p.script.temperature,
+            max_tokens=p.script.max_tokens,
+            voice=p.speech.voice,
+            speed=p.speech.speed,
+            pause_range_s=p.script.pause_range_s,
+            emphasis_words=p.script.emphasis_words,
+            governor=p.governor_config().to_dict(),
+        )
+        for p in list_personas()
+    ]
+
+
+@router.post(
+    "/generate/persona-video", response_model=GenerateResponse, summary="Prompt to video, waiting for the result"
+)
+def generate(body: GenerateRequest, http: Request) -> GenerateResponse:
+    queue = _queue(http)
+    task = _submit(queue, _validated(body))
+    task.finished.wait()
+    if task.error is not None:
+        raise TaskFailed(task.error)
+    done = task.events[-1]
+    script = next(e for e in task.events if e["stage"] == "script")
+    job = Job.open(task.job_id)
+    return GenerateResponse(
+        text=script["text"],
+        audio_url=_file_url(http, task.job_id, "audio.wav"),
+        video_url=_file_url(http, task.job_id, "video.mp4"),
+        processing_time=done["processing_time"],
+        job_id=task.job_id,
+        script=script["script"],
+        notices=list(job.manifest.get("notices", [])),
+    )
+
+
+@router.post("/jobs", response_model=JobAccepted, status_code=202, summary="Queue a job; returns its id at once")
+def create_job(body: JobRequest, http: Request) -> JobAccepted:
+    queue = _queue(http)
+    return _accepted(http, queue, _submit(queue, _validated(body)))
+
+
+def _status(http: Request, job_id: str) -> JobStatus:
+    validate_job_id(job_id)
+    task = _queue(http).get(job_id)
+    try:
+        job: Job | None = Job.open(job_id)
+    except NotFoundError:
+        if task is None:
+            raise
+        job = None
+    manifest = job.manifest if job is not None else {}
+    if task is not None and (task.active or not manifest):
+        state = task.state
+    else:
+        state = manifest.get("state", "failed")
+        state = state if state in ("queued", "running", "done", "failed") else "failed"
+    error = manifest.get("error") if state == "failed" else None
+    if state == "failed" and task is not None and task.error is not None:
+        error = {**(error or {}), **{k: task.error[k] for k in ("code", "message")}}
+        error.setdefault("stage", task.error.get("stage"))
+    if error is not None:
+        error.setdefault("code", "stage_failed")
+    status = JobStatus(
+        job_id=job_id,
+        state=state,
+        stage=manifest.get("current_stage") or (task.events[-1]["stage"] if task and task.events else None),
+        position=_queue(http).position(task) if task is not None else 0,
+        stages=manifest.get("stages", {}),
+        backends=manifest.get("backends", {}),
+        notices=manifest.get("notices", []),
+        error=error,
+        processing_time=manifest.get("processing_time"),
+    )
+    if job is not None and job.has("script.json"):
+        from .types import ScriptIntent
+
+        saved = job.read_json("script.json")
+        status.text = ScriptIntent.from_dict(saved).spoken_text
+        status.script = saved.get("markup")
+    if job is not None and state == "done":
+        status.urls = {key: _file_url(http, job_id, name) for key, name in URL_FILES.items() if job.has(name)}
+    return status
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatus, summary="State, stages, times, notices, result URLs")
+def job_status(job_id: str, http: Request) -> JobStatus:
+    return _status(http, job_id)
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="Server-sent events: past stage events, then live ones, then 'end' with the final status",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+def job_events(job_id: str, http: Request) -> StreamingResponse:
+    first = _status(http, job_id)  # 404 before the stream starts
+    task = _queue(http).get(job_id)
+
+    async def stream() -> AsyncIterator[str]:
+        if task is None:  # not run by this queue (an earlier server, the page): follow its manifest
+            sent: set[str] = set()
+            status = first
+            while True:
+                for stage, info in status.stages.items():
+                    if stage not in sent:
+                        sent.add(stage)
+                        yield _sse("stage", {"stage": stage, "job_id": job_id, **info.model_dump()})
+                if status.state not in ("queued", "running") or await http.is_disconnected():
+                    break
+                await asyncio.sleep(MANIFEST_POLL_S)
+                try:
+                    status = _status(http, job_id)
+                except NotFoundError:  # removed meanwhile: nothing more to tell
+                    return
+        else:
+            sent = 0
+            while True:
+                finished = task.finished.is_set()
+                while sent < len(task.events):
+                    yield _sse("stage", task.events[sent])
+                    sent += 1
+                if finished:
+                    break
+                if await http.is_disconnected():
+                    return
+                await asyncio.sleep(EVENT_POLL_S)
+        yield _sse("end", _status(http, job_id).model_dump(mode="json"))
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+@router.post(
+    "/jobs/{job_id}/rerender",
+    response_model=JobAccepted,
+    status_code=202,
+    summary="New governor settings on a finished job: governor, render and encode only",
+)
+def rerender(job_id: str, settings: GovernorSettings, http: Request) -> JobAccepted:
+    job = Job.open(job_id)
+    if job.manifest.get("state") in ("queued", "running"):
+        raise JobBusy(f"job {job_id} is {job.manifest['state']}: wait for it to finish, then re-render")
+    for name in ("audio.wav", "timing.json", "motion_raw.npy"):
+        if not job.has(name):
+            raise InputError(f"job {job_id} has no {name}: it failed before that stage; generate it again")
+    overrides = settings.model_dump(exclude_none=True)
+    saved = job.read_json("request.json")
+    pipeline.governor_config_for(
+        load_persona(saved.get("persona", "mkbhd")), {**saved.get("governor", {}), **overrides}
+    )
+    queue = _queue(http)
+    task = queue.submit(job_id, "rerender", lambda: pipeline.rerender(job_id, overrides))
+    return _accepted(http, queue, task)
+
+
+@router.get("/jobs/{job_id}/files/{name}", summary="One of a job's files, by its known name")
+def job_file(job_id: str, name: str) -> FileResponse:
+    if name not in JOB_FILES:
+        raise NotFoundError(f"no file {name[:60]!r} in a job: known files are {', '.join(JOB_FILES)}")
+    job = Job.open(job_id)
+    path = job.path(name)
+    if not path.is_file():
+        raise NotFoundError(f"job {job_id} has no {name} (yet): check GET /api/jobs/{job_id} for its state")
+    suffix = path.suffix
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
+        filename=name,
+        content_disposition_type="inline",
+    )
+
+
+@router.post("/uploads/portrait", response_model=UploadInfo, status_code=201, summary="Upload a portrait photo")
+async def upload_portrait(
+    file: Annotated[UploadFile, File(description="JPEG or PNG photo with one face")],
+) -> UploadInfo:
+    data = await file.read()
+    upload = await asyncio.to_thread(save_portrait_upload, data, file.filename)
+    return UploadInfo(upload_id=upload.upload_id, kind="portrait", detail=upload.detail)
+
+
+@router.post("/uploads/voice", response_model=UploadInfo, status_code=201, summary="Upload a reference voice")
+async def upload_voice(file: Annotated[UploadFile, File(description="WAV/FLAC/OGG speech, 3-30 s")]) -> UploadInfo:
+    data = await file.read()
+    upload = await asyncio.to_thread(save_voice_upload, data, file.filename)
+    return UploadInfo(upload_id=upload.upload_id, kind="voice", detail=upload.detail)
+
+
+__all__ = ["TaskFailed", "router"]

@@ -1,0 +1,251 @@
+"""A bounded job queue with one worker thread: one pipeline at a time.
+
+The machine the app targets has two cores and the pipeline uses both (render
+on one, ffmpeg on the other), so jobs run one after another. Submissions
+beyond ``maxsize`` waiting jobs are refused with :class:`QueueFull` (the API
+answers 429 with a Retry-After estimate) instead of piling up.
+
+Every task keeps the events its pipeline yielded as plain dicts, so a client
+that connects late replays the past ones and then follows the live ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PersonaVideoError
+
+logger = logging.getLogger(__name__)
+
+#: Waiting jobs accepted beyond the one running (env PERSONA_VIDEO_QUEUE_SIZE).
+DEFAULT_QUEUE_SIZE = 4
+#: Finished tasks remembered in memory for status and events (older ones are read from disk).
+MAX_REMEMBERED = 64
+#: Retry-After estimate before any job has finished, seconds per job.
+FIRST_JOB_ESTIMATE_S = 10.0
+
+
+class QueueFull(PersonaVideoError):
+    """Too many jobs waiting: the client should retry after ``retry_after_s``."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def queue_size_from_env() -> int:
+    """PERSONA_VIDEO_QUEUE_SIZE as an int >= 0 (default 4)."""
+    raw = os.environ.get("PERSONA_VIDEO_QUEUE_SIZE", "").strip() or str(DEFAULT_QUEUE_SIZE)
+    try:
+        size = int(raw)
+    except ValueError as e:
+        raise ValueError(f"PERSONA_VIDEO_QUEUE_SIZE = {raw!r} is not a whole number: set it to e.g. 4") from e
+    if size < 0:
+        raise ValueError(f"PERSONA_VIDEO_QUEUE_SIZE = {size} must be 0 or more")
+    return size
+
+
+def summarize(event: Any) -> dict[str, Any]:
+    """A pipeline StageEvent as a JSON-ready dict: stage, job_id, backend, seconds, notice
+    and a small per-stage summary (never arrays)."""
+    out: dict[str, Any] = {
+        "stage": event.stage,
+        "job_id": event.job_id,
+        "backend": event.backend,
+        "seconds": round(float(event.seconds), 4),
+        "notice": event.notice,
+    }
+    result = event.result
+    if event.stage == "script":
+        out["text"] = result.intent.spoken_text
+        out["script"] = result.markup
+    elif event.stage == "speech":
+        out["voice"] = result.voice
+        out["audio_s"] = round(result.duration_s, 3)
+    elif event.stage == "motion":
+        out["frames"] = result.num_frames
+    elif event.stage == "done":
+        out["processing_time"] = round(float(event.seconds), 3)
+    return out
+
+
+@dataclass
+class Task:
+    """One queued piece of work on a job (a generation or a re-render)."""
+
+    job_id: str
+    kind: str  # generate | rerender
+    work: Callable[[], Iterator[Any]]  # yields pipeline StageEvents
+    state: str = "queued"  # queued | running | done | failed
+    events: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None  # {"code", "message", "status", "stage"}
+    submitted: float = field(default_factory=time.time)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+
+class JobQueue:
+    """Bounded FIFO of tasks run by one daemon worker thread, started on first use.
+
+    maxsize: waiting tasks accepted beyond the running one; 0 refuses every submission.
+    after_each: called with the set of active job ids after every task (retention).
+    """
+
+    def __init__(self, maxsize: int | None = None, after_each: Callable[[set[str]], None] | None = None) -> None:
+        self.maxsize = queue_size_from_env() if maxsize is None else maxsize
+        self.after_each = after_each
+        self._waiting: deque[Task] = deque()
+        self._tasks: OrderedDict[str, Task] = OrderedDict()
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        self._job_seconds: float | None = None  # moving average of finished jobs, for Retry-After
+
+    def submit(self, job_id: str, kind: str, work: Callable[[], Iterator[Any]]) -> Task:
+        """Queue work for a job; QueueFull when maxsize tasks already wait."""
+        with self._cond:
+            if len(self._waiting) >= self.maxsize:
+                raise QueueFull(
+                    f"the server is busy: {len(self._waiting)} jobs are waiting (the limit is {self.maxsize}); "
+                    "retry after the time in the Retry-After header",
+                    self.retry_after_s(),
+                )
+            current = self._tasks.get(job_id)
+            if current is not None and current.active:
+                raise JobBusy(f"job {job_id} is {current.state}: wait for it to finish, then try again")
+            task = Task(job_id, kind, work)
+            self._tasks[job_id] = task
+            self._tasks.move_to_end(job_id)
+            self._waiting.append(task)
+            self._forget_old()
+            self._ensure_worker()
+            self._cond.notify_all()
+        logger.info("queued %s of job %s (%d waiting)", kind, job_id, len(self._waiting))
+        return task
+
+    def get(self, job_id: str) -> Task | None:
+        with self._cond:
+            return self._tasks.get(job_id)
+
+    def position(self, task: Task) -> int:
+        """1 for the next task to run; 0 when it is not waiting."""
+        with self._cond:
+            for index, waiting in enumerate(self._waiting):
+                if waiting is task:
+                    return index + 1
+        return 0
+
+    def active_job_ids(self) -> set[str]:
+        with self._cond:
+            return {job_id for job_id, task in self._tasks.items() if task.active}
+
+    def retry_after_s(self) -> int:
+        """Seconds until a place is likely free: one average job (at least 1 s)."""
+        return max(1, round(self._job_seconds or FIRST_JOB_ESTIMATE_S))
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Let the running task finish, drop the waiting ones (marked failed), stop the worker."""
+        with self._cond:
+            self._stopping = True
+            dropped = list(self._waiting)
+            self._waiting.clear()
+            self._cond.notify_all()
+            worker = self._worker
+        for task in dropped:
+            self._finish(task, {"code": "shutdown", "message": "the server stopped before this job ran", "status": 503})
+        if worker is not None:
+            worker.join(timeout_s)
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._stopping = False
+            self._worker = threading.Thread(target=self._work, name="persona-video-jobs", daemon=True)
+            self._worker.start()
+
+    def _forget_old(self) -> None:
+        while len(self._tasks) > MAX_REMEMBERED:
+            oldest = next((job_id for job_id, task in self._tasks.items() if not task.active), None)
+            if oldest is None:
+                return
+            del self._tasks[oldest]
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                task = self._waiting.popleft()
+                task.state = "running"
+            self._run(task)
+            if self.after_each is not None:
+                try:
+                    self.after_each(self.active_job_ids())
+                except OSError as e:  # retention must never stop the worker
+                    logger.warning("retention after job %s failed: %s", task.job_id, e)
+
+    def _run(self, task: Task) -> None:
+        started = time.perf_counter()
+        error: dict[str, Any] | None = None
+        try:
+            for event in task.work():
+                task.events.append(summarize(event))
+        except PersonaVideoError as e:
+            error = {"code": error_code(e), "message": str(e), "status": e.status_code}
+            error["stage"] = getattr(e, "stage", None) or _current_stage(task)
+            logger.warning("job %s failed: %s", task.job_id, e)
+        except Exception as e:  # the worker must survive any job; the job's manifest says where
+            logger.exception("job %s failed unexpectedly", task.job_id)
+            error = {"code": "internal", "message": f"{type(e).__name__}: {e}", "status": 500}
+            error["stage"] = _current_stage(task)
+        seconds = time.perf_counter() - started
+        if error is None:
+            self._job_seconds = seconds if self._job_seconds is None else 0.7 * self._job_seconds + 0.3 * seconds
+        self._finish(task, error)
+
+    def _finish(self, task: Task, error: dict[str, Any] | None) -> None:
+        task.error = error
+        task.state = "failed" if error else "done"
+        task.finished.set()
+
+
+class JobBusy(PersonaVideoError):
+    """Work was asked for on a job that is still queued or running."""
+
+    status_code = 409
+
+
+_NEXT_STAGE = {"": "script", "script": "speech", "speech": "motion", "motion": "governor", "governor": "video"}
+
+
+def _current_stage(task: Task) -> str:
+    """The stage that was running when a task failed: the one after its last event."""
+    last = task.events[-1]["stage"] if task.events else ("" if task.kind == "generate" else "motion")
+    return _NEXT_STAGE.get(last, last)
+
+
+def error_code(error: PersonaVideoError) -> str:
+    """A short machine-readable code for an error class (the message is for people)."""
+    return {
+        400: "bad_request",
+        404: "not_found",
+        409: "busy",
+        413: "too_large",
+        422: "invalid_input",
+        429: "queue_full",
+        502: "service_error",
+        503: "backend_unavailable",
+    }.get(error.status_code, "stage_failed" if hasattr(error, "stage") else "internal")

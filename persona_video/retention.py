@@ -1,0 +1,121 @@
+"""Retention of the outputs folder, so a long-running Space does not fill its disk.
+
+Keeps at most ``keep_jobs`` job folders and none older than ``keep_hours``
+(env PERSONA_VIDEO_KEEP_JOBS, default 50; PERSONA_VIDEO_KEEP_HOURS, default 24).
+A job whose manifest says ``queued`` or ``running``, or that the caller names
+as active, is never deleted, whatever its age. Uploads older than
+``keep_hours`` go too. Only folders named like a job (``persona_<32 hex>``)
+and files named like an upload are ever touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .jobs import JOB_PREFIX, outputs_dir
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KEEP_JOBS = 50
+DEFAULT_KEEP_HOURS = 24.0
+#: A job folder without a manifest is half-created; it is only removed once this old, seconds.
+ORPHAN_GRACE_S = 3600.0
+_JOB_FOLDER = re.compile(rf"^{JOB_PREFIX}[0-9a-f]{{32}}$")
+_UPLOAD_FILE = re.compile(r"^(portrait|voice)_[0-9a-f]{32}\.(png|wav)$")
+_IN_PROGRESS = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    keep_jobs: int = DEFAULT_KEEP_JOBS  # most job folders kept, >= 1
+    keep_hours: float = DEFAULT_KEEP_HOURS  # oldest job kept, hours, > 0
+
+    @classmethod
+    def from_env(cls) -> RetentionPolicy:
+        """The policy from PERSONA_VIDEO_KEEP_JOBS / PERSONA_VIDEO_KEEP_HOURS; ValueError naming a bad one."""
+        jobs_raw = os.environ.get("PERSONA_VIDEO_KEEP_JOBS", "").strip() or str(DEFAULT_KEEP_JOBS)
+        hours_raw = os.environ.get("PERSONA_VIDEO_KEEP_HOURS", "").strip() or str(DEFAULT_KEEP_HOURS)
+        try:
+            keep_jobs = int(jobs_raw)
+        except ValueError as e:
+            raise ValueError(f"PERSONA_VIDEO_KEEP_JOBS = {jobs_raw!r} is not a whole number: set e.g. 50") from e
+        try:
+            keep_hours = float(hours_raw)
+        except ValueError as e:
+            raise ValueError(f"PERSONA_VIDEO_KEEP_HOURS = {hours_raw!r} is not a number: set e.g. 24") from e
+        if keep_jobs < 1 or not keep_hours > 0:
+            raise ValueError(
+                f"PERSONA_VIDEO_KEEP_JOBS = {keep_jobs} and PERSONA_VIDEO_KEEP_HOURS = {keep_hours} "
+                "must be at least 1 job and more than 0 hours"
+            )
+        return cls(keep_jobs, keep_hours)
+
+
+def _job_info(folder: Path) -> tuple[str | None, float]:
+    """(manifest state or None when there is no readable manifest, created time in epoch seconds)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, folder.stat().st_mtime
+    created = manifest.get("created")
+    return str(manifest.get("state")), float(created) if isinstance(created, (int, float)) else folder.stat().st_mtime
+
+
+def apply_retention(
+    policy: RetentionPolicy | None = None,
+    root: Path | None = None,
+    active: set[str] | frozenset[str] = frozenset(),
+    now: float | None = None,
+) -> list[str]:
+    """Delete job folders beyond the policy; returns the deleted job ids (oldest first).
+
+    active: job ids in the queue or running here; kept whatever their manifest says.
+    """
+    policy = policy or RetentionPolicy.from_env()
+    root = root or outputs_dir()
+    now = time.time() if now is None else now
+    if not root.is_dir():
+        return []
+    jobs: list[tuple[float, str, Path, str | None]] = []
+    for folder in root.iterdir():
+        if not folder.is_dir() or not _JOB_FOLDER.match(folder.name):
+            continue
+        try:
+            state, created = _job_info(folder)
+        except OSError:  # removed meanwhile
+            continue
+        jobs.append((created, folder.name.removeprefix(JOB_PREFIX), folder, state))
+    jobs.sort(reverse=True)  # newest first
+    max_age_s = policy.keep_hours * 3600.0
+    deleted: list[str] = []
+    kept = 0
+    for created, job_id, folder, state in jobs:
+        in_progress = job_id in active or state in _IN_PROGRESS
+        orphan_young = state is None and now - created < ORPHAN_GRACE_S
+        if in_progress or orphan_young:
+            kept += 1
+            continue
+        if kept < policy.keep_jobs and now - created <= max_age_s:
+            kept += 1
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        deleted.append(job_id)
+    _expire_uploads(root / "uploads", now - max_age_s)
+    if deleted:
+        logger.info("retention removed %d job(s): %s", len(deleted), ", ".join(deleted))
+    return deleted[::-1]
+
+
+def _expire_uploads(folder: Path, cutoff: float) -> None:
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if _UPLOAD_FILE.match(path.name) and path.is_file() and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,234 @@
+"""One server for people and programs: the REST API under ``/api`` and, when
+given, the Gradio page at ``/``.
+
+    python -m persona_video.server          # or app.py; GRADIO_SERVER_NAME/PORT, PORT
+    app = create_server(build_ui())         # an ASGI app, e.g. for uvicorn
+
+Errors are JSON ``{"error": {"code", "message"}}`` with the status the error
+class names (400/404/409/413/422/429/503); request bodies under ``/api`` over
+PERSONA_VIDEO_MAX_UPLOAD_MB (default 20) are refused with 413.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .api import router
+from .errors import PersonaVideoError
+from .job_queue import JobQueue, QueueFull, error_code
+from .retention import RetentionPolicy, apply_retention
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_MB = 20.0
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+def max_body_bytes_from_env() -> int:
+    raw = os.environ.get("PERSONA_VIDEO_MAX_UPLOAD_MB", "").strip() or str(DEFAULT_MAX_UPLOAD_MB)
+    try:
+        megabytes = float(raw)
+    except ValueError as e:
+        raise ValueError(f"PERSONA_VIDEO_MAX_UPLOAD_MB = {raw!r} is not a number: set e.g. 20") from e
+    return int(megabytes * 1024 * 1024)
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` under ``prefix`` with 413, whether
+    announced by Content-Length or streamed (then the app's answer is replaced)."""
+
+    def __init__(self, app: Any, max_bytes: int, prefix: str = "/api") -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.prefix = prefix
+
+    def _too_large(self) -> JSONResponse:
+        limit_mb = self.max_bytes / (1024 * 1024)
+        message = (
+            f"the request is larger than {limit_mb:g} MB: upload a smaller file (e.g. a JPEG under {limit_mb:g} MB)"
+        )
+        return JSONResponse(error_body("too_large", message), status_code=413)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large()(scope, receive, send)
+            return
+        received = 0
+        exceeded = False
+        answered = False
+
+        async def counting_receive() -> dict:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            nonlocal answered
+            if exceeded:
+                if not answered:
+                    answered = True
+                    await self._too_large()(scope, receive, send)
+                return
+            await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    parts = []
+    status = 422
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            status = 400
+            parts.append('the body is not valid JSON: send a JSON object, e.g. {"prompt": "Explain the M4 Mac Mini"}')
+            continue
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return status, "; ".join(parts) or "invalid request"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PersonaVideoError)
+    async def _persona_error(request: Request, exc: PersonaVideoError) -> JSONResponse:
+        code = getattr(exc, "code", None) or error_code(exc)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+        return JSONResponse(error_body(code, str(exc)), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message = _validation_message(exc)
+        return JSONResponse(error_body("bad_request" if status == 400 else "invalid_input", message), status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s", request.url.path)
+        return JSONResponse(error_body("internal", f"{type(exc).__name__}: {exc}"), status_code=500)
+
+
+def create_server(blocks: Any = None, *, queue: JobQueue | None = None, max_body_bytes: int | None = None) -> FastAPI:
+    """The FastAPI app: API routes under /api, OpenAPI at /openapi.json, docs at /api/docs,
+    and the Gradio Blocks mounted at "/" when given.
+
+    queue: the job queue (default: PERSONA_VIDEO_QUEUE_SIZE waiting jobs, retention after each job).
+    max_body_bytes: request size limit under /api (default PERSONA_VIDEO_MAX_UPLOAD_MB).
+    """
+    policy = RetentionPolicy.from_env()  # a bad setting stops the server at start, not later
+    queue = queue or JobQueue(after_each=lambda active: apply_retention(policy, active=active))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(apply_retention, policy, active=queue.active_job_ids())
+        yield
+        await asyncio.to_thread(queue.stop)
+
+    app = FastAPI(
+        title="Persona Video",
+        version="0.1.0",
+        description="Prompt to talking-head explainer video in a chosen presenter style.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.job_queue = queue
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes or max_body_bytes_from_env())
+    _install_error_handlers(app)
+    app.include_router(router, prefix="/api")
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def _no_such_route(rest: str, request: Request) -> JSONResponse:
+        # Without this a path under /api that is not ours would fall through to the page's 404.
+        message = f"no API route {request.method} /api/{rest[:80]}: see /api/docs for the routes"
+        return JSONResponse(error_body("not_found", message), status_code=404)
+
+    if blocks is not None:
+        import gradio as gr
+
+        app = gr.mount_gradio_app(app, blocks, path="/")
+    return app
+
+
+def _build_blocks() -> Any:
+    """The Gradio page, or None (API alone) when the UI module is not there."""
+    try:
+        from .ui import build_ui
+    except ImportError as e:
+        logger.warning("serving the API alone: the web page cannot be built (%s)", e)
+        return None
+    return build_ui()
+
+
+def serve(host: str | None = None, port: int | None = None) -> None:
+    """Serve page and API on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (or PORT), default 0.0.0.0:7860."""
+    import uvicorn
+
+    host = host or os.environ.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0"
+    port = port or int(os.environ.get("GRADIO_SERVER_PORT", "").strip() or os.environ.get("PORT", "").strip() or 7860)
+    app = create_server(_build_blocks())
+    logger.info("Persona Video on http://%s:%d (API under /api, docs at /api/docs)", host, port)
+    # Behind a proxy (a Space), the forwarded scheme and host make the absolute URLs right.
+    uvicorn.run(app, host=host, port=port, proxy_headers=True, forwarded_allow_ips="*", log_level="info")
+
+
+class BackgroundServer:
+    """The app on a free loopback port in a thread (tests, benchmarks): ``with BackgroundServer(app) as url:``."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+        import uvicorn
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, 0))
+        self.url = f"http://{host}:{self._socket.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the test server did not start: see the log above")
+            threading.Event().wait(0.02)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+        self._socket.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve()

@@ -1,0 +1,87 @@
+"""Retention of the outputs folder: count and age limits, never a job in progress."""
+
+import os
+import time
+
+import pytest
+
+from persona_video.jobs import Job
+from persona_video.retention import RetentionPolicy, apply_retention
+
+HOUR_S = 3600.0
+
+
+def make_job(root, state, age_h, now):
+    job = Job.create({"persona": "mkbhd", "script": "Hi."}, root)
+    job.manifest["created"] = now - age_h * HOUR_S
+    job.set_state(state)
+    return job.job_id
+
+
+def test_keeps_the_newest_jobs_up_to_the_count(tmp_path):
+    now = time.time()
+    ids = [make_job(tmp_path, "done", age_h=5 - i, now=now) for i in range(5)]  # ids[-1] is the newest
+    deleted = apply_retention(RetentionPolicy(keep_jobs=2, keep_hours=24), tmp_path, now=now)
+    assert deleted == ids[:3]
+    assert sorted(p.name for p in tmp_path.glob("persona_*")) == sorted(f"persona_{i}" for i in ids[3:])
+
+
+def test_removes_jobs_older_than_the_age_limit(tmp_path):
+    now = time.time()
+    old = make_job(tmp_path, "done", age_h=30, now=now)
+    failed_old = make_job(tmp_path, "failed", age_h=25, now=now)
+    young = make_job(tmp_path, "done", age_h=1, now=now)
+    deleted = apply_retention(RetentionPolicy(keep_jobs=50, keep_hours=24), tmp_path, now=now)
+    assert set(deleted) == {old, failed_old}
+    assert (tmp_path / f"persona_{young}").is_dir()
+
+
+@pytest.mark.parametrize("state", ["running", "queued"])
+def test_never_deletes_a_job_in_progress(tmp_path, state):
+    now = time.time()
+    busy = make_job(tmp_path, state, age_h=100, now=now)
+    done = [make_job(tmp_path, "done", age_h=0.1 * i, now=now) for i in range(3)]
+    deleted = apply_retention(RetentionPolicy(keep_jobs=1, keep_hours=24), tmp_path, now=now)
+    assert busy not in deleted and (tmp_path / f"persona_{busy}" / "manifest.json").is_file()
+    assert set(deleted) == set(done[1:])  # done[0] is the newest
+
+
+def test_active_ids_from_the_queue_are_kept_whatever_the_manifest_says(tmp_path):
+    now = time.time()
+    rerendering = make_job(tmp_path, "done", age_h=48, now=now)
+    deleted = apply_retention(RetentionPolicy(1, 24), tmp_path, active={rerendering}, now=now)
+    assert deleted == [] and (tmp_path / f"persona_{rerendering}").is_dir()
+
+
+def test_touches_only_job_folders_and_expired_uploads(tmp_path):
+    now = time.time()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "persona_not-a-job").mkdir()
+    (tmp_path / "readme.txt").write_text("keep me")
+    half_made = tmp_path / ("persona_" + "a" * 32)
+    half_made.mkdir()  # no manifest yet: a job being created right now
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    stale = uploads / ("portrait_" + "b" * 32 + ".png")
+    fresh = uploads / ("voice_" + "c" * 32 + ".wav")
+    other = uploads / "keep.txt"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"x")
+    os.utime(stale, (now - 30 * HOUR_S, now - 30 * HOUR_S))
+    os.utime(other, (now - 30 * HOUR_S, now - 30 * HOUR_S))
+    apply_retention(RetentionPolicy(1, 24), tmp_path, now=now)
+    assert (tmp_path / "notes").is_dir() and (tmp_path / "persona_not-a-job").is_dir()
+    assert (tmp_path / "readme.txt").is_file() and half_made.is_dir()
+    assert not stale.exists() and fresh.is_file() and other.is_file()
+
+
+def test_policy_from_environment(monkeypatch):
+    monkeypatch.setenv("PERSONA_VIDEO_KEEP_JOBS", "7")
+    monkeypatch.setenv("PERSONA_VIDEO_KEEP_HOURS", "1.5")
+    assert RetentionPolicy.from_env() == RetentionPolicy(7, 1.5)
+    monkeypatch.setenv("PERSONA_VIDEO_KEEP_JOBS", "lots")
+    with pytest.raises(ValueError, match="PERSONA_VIDEO_KEEP_JOBS = 'lots' is not a whole number"):
+        RetentionPolicy.from_env()
+    monkeypatch.setenv("PERSONA_VIDEO_KEEP_JOBS", "0")
+    with pytest.raises(ValueError, match="must be at least 1 job"):
+        RetentionPolicy.from_env()
