@@ -242,6 +242,22 @@ def render_video(
     Frames stream into ffmpeg as they are rendered, so rendering (this core)
     and encoding (the other) overlap.
     """
+    from threadpoolctl import threadpool_limits
+
+    # BLAS worker threads spin while idle and would steal the core ffmpeg encodes on
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _render_and_encode(job, portrait, track, audio, sample_rate, timing, request)
+
+
+def _render_and_encode(
+    job: Job,
+    portrait: Portrait,
+    track: MotionTrack,
+    audio: np.ndarray,
+    sample_rate: int,
+    timing: IntentTimingMap,
+    request: Request,
+) -> tuple[Path, str]:
     from .encode import VideoEncoder, write_webvtt
 
     metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
