@@ -231,18 +231,23 @@ def build_ui() -> gr.Blocks:
             *governor_inputs,
         ]
         outs = list(outputs.values())
-        generate_button.click(
-            _streaming(ui_events.generate, names), form, outs, api_name="generate", concurrency_limit=2
-        )
+        # one pipeline at a time on a 2-core machine: the three pipeline events share one
+        # concurrency group, so visitors queue (Gradio shows their place) instead of halving each other's speed
+        pipeline_group = {"concurrency_id": "pipeline", "concurrency_limit": 1}
+        generate_button.click(_streaming(ui_events.generate, names), form, outs, api_name="generate", **pipeline_group)
         speak_button.click(
             _streaming(ui_events.speak_edited, names),
             [job_id, script, persona],
             outs,
             api_name="speak_script",
-            concurrency_limit=2,
+            **pipeline_group,
         )
         rerender_button.click(
-            _streaming(ui_events.rerender, names), [job_id, *governor_inputs], outs, api_name="rerender"
+            _streaming(ui_events.rerender, names),
+            [job_id, *governor_inputs],
+            outs,
+            api_name="rerender",
+            **pipeline_group,
         )
         reset_names = (*names, "prompt")
         another_button.click(_single(ui_events.reset, reset_names), None, [*outs, prompt], api_name="reset")
