@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -283,7 +284,7 @@ def _render_and_encode(
         out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata
     ) as enc:
         if enhancer is None:
-            for frame in animator.render(track.coeffs):
+            for frame in _render_ahead(animator, track.coeffs):
                 enc.write(frame)
         else:
             for start in range(0, track.num_frames, ENHANCE_BATCH):
@@ -296,6 +297,22 @@ def _render_and_encode(
 
 
 ENHANCE_BATCH = 8
+RENDER_THREADS = 2  # frames rendered at once (OpenCV and numpy release the GIL)
+RENDER_AHEAD = 8  # frames in flight at most, so memory stays bounded
+
+
+def _render_ahead(animator: Any, coeffs: np.ndarray) -> Iterator[np.ndarray]:
+    """Frames in order, rendered by a small thread pool a few frames ahead of the encoder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render") as pool:
+        pending: deque = deque()
+        for row in coeffs:
+            pending.append(pool.submit(animator.render_frame, row))
+            if len(pending) >= RENDER_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _enhancer_for(request: Request):
