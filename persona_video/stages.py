@@ -259,7 +259,8 @@ def _render_and_encode(
     timing: IntentTimingMap,
     request: Request,
 ) -> tuple[Path, str]:
-    from .encode import VideoEncoder, write_webvtt
+    from .captions import write_webvtt
+    from .encode import VideoEncoder
 
     metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
     out = job.path("video.mp4")

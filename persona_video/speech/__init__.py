@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from ..errors import BackendUnavailable, InputError
 from ..personas import Persona
 from ..types import FPS, PhonemeTiming, ScriptIntent, Segment, SegmentSpan, Speech
+from ..wav import read_wav, write_wav
 from .timing import build_timing_map
 from .voices import EMBEDDED_VOICES, get_voice
 
@@ -263,28 +263,6 @@ def _segment_spans(
         SegmentSpan(i, seg.intent_type, seg.intensity, seg.text, bounds[i][0], bounds[i][1])
         for i, seg in enumerate(segments)
     ]
-
-
-def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit mono WAV."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm.tobytes())
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """float32 mono samples and the sample rate of a 16-bit PCM WAV written by write_wav."""
-    with wave.open(str(path), "rb") as wav:
-        rate = wav.getframerate()
-        channels = wav.getnchannels()
-        raw = wav.readframes(wav.getnframes())
-    audio = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32767.0
-    if channels > 1:
-        audio = audio.reshape(-1, channels).mean(axis=1)
-    return audio, rate
 
 
 def validate_reference_upload(path: str | Path) -> None:
