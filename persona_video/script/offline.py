@@ -80,12 +80,6 @@ def subject_of(prompt: str) -> str:
     return text or prompt.strip()
 
 
-def key_phrases(subject: str) -> list[str]:
-    """Three short phrases the body beats are built around."""
-    core = subject if len(subject.split()) <= 5 else " ".join(subject.split()[:5])
-    return [f"what {core} does best", "the design choices behind it", "what it asks of you in return"]
-
-
 def write_offline(prompt: str, persona: Persona, *, max_tokens: int, seed: int = 0) -> ScriptIntent:
     """A persona-styled script for the prompt, as long as an LLM would be asked for (llm_common.target_words).
 
@@ -94,13 +88,13 @@ def write_offline(prompt: str, persona: Persona, *, max_tokens: int, seed: int =
     rng = random.Random(f"{persona.id}|{prompt}|{seed}")
     templates = _TEMPLATES[persona.script.tone]
     subject = subject_of(prompt)
-    keys = key_phrases(subject)
     fill = {
         "subject": subject,
         "Subject": subject[:1].upper() + subject[1:],
-        "key1": keys[0],
-        "key2": keys[1],
-        "key3": keys[2],
+        # the hook and close name the subject; the body refers back to it
+        "key1": "what it does best",
+        "key2": "the design choices behind it",
+        "key3": "what it asks of you in return",
     }
     body = rng.sample(templates["body"], k=2)
     sentences = [rng.choice(templates["hook"]), *body, rng.choice(templates["close"])]
