@@ -3,10 +3,10 @@ server-sent events, re-render, personas, files, OpenAPI and retention."""
 
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
+from api_support import isolate, wait_for
 from fastapi.testclient import TestClient
 
 from persona_video.encode import probe
@@ -21,10 +21,7 @@ SHORT = "So, [pause 0.3] this is *seriously* fast."
 def outputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("api_outputs")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PERSONA_VIDEO_OUTPUTS", str(root))
-        patch.delenv("GEMINI_API_KEY", raising=False)
-        patch.delenv("PERSONA_VIDEO_LLM_BASE_URL", raising=False)
-        patch.setenv("PERSONA_VIDEO_KEEP_JOBS", "50")
+        isolate(patch, root, PERSONA_VIDEO_KEEP_JOBS="50")
         yield root
 
 
@@ -32,16 +29,6 @@ def outputs(tmp_path_factory):
 def client(outputs):
     with TestClient(create_server()) as test_client:
         yield test_client
-
-
-def wait_for(client, job_id, timeout_s=120.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get(f"/api/jobs/{job_id}").json()
-        if status["state"] in ("done", "failed"):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s: {status}")
 
 
 def sse_events(client, url):

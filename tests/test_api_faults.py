@@ -6,11 +6,11 @@ documented override, IMAGEIO_FFMPEG_EXE, by a program that fails.
 """
 
 import json
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
 import pytest
+from api_support import isolate, wait_for
 from fastapi.testclient import TestClient
 
 from persona_video.jobs import Job
@@ -19,21 +19,9 @@ from persona_video.server import create_server
 
 @pytest.fixture
 def client(tmp_path, monkeypatch):
-    monkeypatch.setenv("PERSONA_VIDEO_OUTPUTS", str(tmp_path / "outputs"))
-    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    monkeypatch.delenv("PERSONA_VIDEO_LLM_BASE_URL", raising=False)
+    isolate(monkeypatch, tmp_path / "outputs")
     with TestClient(create_server()) as test_client:
         yield test_client
-
-
-def wait_for(client, job_id, timeout_s=120.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get(f"/api/jobs/{job_id}").json()
-        if status["state"] in ("done", "failed"):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s")
 
 
 def closed_port() -> int:

@@ -6,11 +6,11 @@ failed job whose manifest says which stage and why.
 """
 
 import io
-import time
 
 import numpy as np
 import pytest
 import soundfile
+from api_support import isolate, wait_for
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -25,10 +25,7 @@ SHORT = "So, [pause 0.3] this is *seriously* fast."
 def outputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("hardening_outputs")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PERSONA_VIDEO_OUTPUTS", str(root))
-        patch.setenv("PERSONA_VIDEO_KEEP_JOBS", "200")
-        patch.delenv("GEMINI_API_KEY", raising=False)
-        patch.delenv("PERSONA_VIDEO_LLM_BASE_URL", raising=False)
+        isolate(patch, root, PERSONA_VIDEO_KEEP_JOBS="200")
         yield root
 
 
@@ -40,16 +37,6 @@ def client(outputs):
 
 def job_folders(root):
     return sorted(p.name for p in root.glob("persona_*"))
-
-
-def wait_for(client, job_id, timeout_s=120.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get(f"/api/jobs/{job_id}").json()
-        if status["state"] in ("done", "failed"):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s")
 
 
 def png(image: np.ndarray) -> bytes:

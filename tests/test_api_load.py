@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from api_support import isolate, wait_for
 from fastapi.testclient import TestClient
 
 from persona_video.job_queue import JobQueue
@@ -21,20 +22,8 @@ MEMORY_GROWTH_BOUND = 150 * 1024 * 1024
 
 @pytest.fixture
 def outputs(tmp_path, monkeypatch):
-    monkeypatch.setenv("PERSONA_VIDEO_OUTPUTS", str(tmp_path))
-    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    monkeypatch.delenv("PERSONA_VIDEO_LLM_BASE_URL", raising=False)
+    isolate(monkeypatch, tmp_path)
     return tmp_path
-
-
-def wait_for(client, job_id, timeout_s=120.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get(f"/api/jobs/{job_id}").json()
-        if status["state"] in ("done", "failed"):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s")
 
 
 def test_four_concurrent_requests_queue_and_finish_with_distinct_outputs(outputs):
