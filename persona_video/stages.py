@@ -240,8 +240,8 @@ def render_video(
 ) -> tuple[Path, str]:
     """Render the governed track on the portrait and encode the MP4 and captions.
 
-    Frames stream into ffmpeg as they are rendered, so rendering (this core)
-    and encoding (the other) overlap.
+    Frames stream into ffmpeg as they are rendered (two render threads a few
+    frames ahead), so rendering and encoding share the two cores.
     """
     from threadpoolctl import threadpool_limits
 
