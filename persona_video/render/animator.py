@@ -41,8 +41,10 @@ Framing = Literal["crop", "full"]
 CROP_FACE_HEIGHTS = 2.0
 #: ... and its centre sits this many face heights below the face centre (shows the shoulders).
 CROP_CENTRE_DROP = 0.12
-#: Fixed-point iterations inverting the forward displacement field.
-INVERSE_ITERATIONS = 3
+#: Fixed-point iterations inverting the forward displacement field: first on a grid twice as
+#: coarse as the field's (cheap, gets close), then on the field's own grid (restores the detail).
+SEED_ITERATIONS = 2
+INVERSE_ITERATIONS = 1
 #: The displacement field is computed on a grid this many pixels apart and upsampled.
 FIELD_STEP = 2
 #: Share of the face mesh's depth detail (nose, brows) kept when posing, 0..1.
@@ -168,8 +170,17 @@ class PortraitAnimator:
         coarse_h, coarse_w = (y1 - y0) // FIELD_STEP, (x1 - x0) // FIELD_STEP
         grid_y, grid_x = np.mgrid[0:coarse_h, 0:coarse_w].astype(np.float32)
         self.coarse_grid = np.dstack([grid_x, grid_y])
+        grid_y, grid_x = np.mgrid[0 : coarse_h // 2, 0 : coarse_w // 2].astype(np.float32)
+        self.seed_grid = np.dstack([grid_x, grid_y])
+        # the coarse grid in frame pixels: upsampling it is the identity inside the box, off by
+        # less than a pixel on its outer rows and columns (the resize clamps), which border_fix undoes
+        coarse_origin = np.array([x0, y0], dtype=np.float32) + (FIELD_STEP - 1) / 2.0
+        self.coarse_pixels = (self.coarse_grid * FIELD_STEP + coarse_origin).astype(np.float32)
         grid_y, grid_x = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        self.fine_grid = np.dstack([grid_x, grid_y])
+        fine_grid = np.dstack([grid_x, grid_y])
+        upsampled = cv2.resize(self.coarse_pixels, (x1 - x0, y1 - y0),
+                               interpolation=cv2.INTER_LINEAR)
+        self.border_fix = upsampled - fine_grid  # (h, w, 2), zero but for the outer FIELD_STEP // 2 rows/columns
         self.eye_triangles = self._eye_triangles()
         on_lips = np.zeros(len(self.rest_vertices), dtype=bool)
         on_lips[list(UPPER_INNER_LIP + LOWER_INNER_LIP)] = True
@@ -320,12 +331,7 @@ class PortraitAnimator:
         coarse_h, coarse_w = self.coarse_grid.shape[:2]
         # forward field on the half-resolution grid, in half-resolution units
         field = (self.matrix @ displacement).reshape(coarse_h, coarse_w, 2) * (1.0 / FIELD_STEP)
-        inverse = field
-        for _ in range(INVERSE_ITERATIONS):
-            inverse = cv2.remap(field, self.coarse_grid - inverse, None, cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        inverse *= FIELD_STEP
-        lookup = self.fine_grid - cv2.resize(inverse, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        lookup = self._inverse_lookup(field)
         for eye, blink in ((0, clipped[ex.BLINK_RIGHT]), (1, clipped[ex.BLINK_LEFT])):
             if blink > 0.05:
                 self._exact_inverse(placed, self.eye_triangles[eye], lookup)
@@ -337,6 +343,36 @@ class PortraitAnimator:
         paint_mouth(frame, self.image, placed, self.skull_affine(clipped), self.mouth_rest,
                     float(clipped[ex.TEETH_SHOW]))
         return frame
+
+    def _inverse_lookup(self, field: np.ndarray) -> np.ndarray:
+        """Forward field (h, w, 2) in coarse-grid units -> box-sized (H, W, 2) float32 source pixels.
+
+        Fixed-point inversion, inverse(x) = field(x - inverse(x)): seeded on a half-resolution copy
+        of the field, then refined on the field's own grid, then upsampled to the box.
+        """
+        coarse_h, coarse_w = field.shape[:2]
+        seed_h, seed_w = self.seed_grid.shape[:2]
+        half = cv2.resize(field, (seed_w, seed_h), interpolation=cv2.INTER_AREA)
+        half *= seed_w / coarse_w
+        inverse = half
+        for _ in range(SEED_ITERATIONS):
+            inverse = cv2.remap(half, cv2.subtract(self.seed_grid, inverse), None, cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        inverse = cv2.resize(inverse, (coarse_w, coarse_h), interpolation=cv2.INTER_LINEAR)
+        inverse *= coarse_w / seed_w
+        for _ in range(INVERSE_ITERATIONS):
+            inverse = cv2.remap(field, cv2.subtract(self.coarse_grid, inverse), None, cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        source = cv2.scaleAdd(inverse, -float(FIELD_STEP), self.coarse_pixels)  # frame pixels
+        box_h, box_w = self.border_fix.shape[:2]
+        lookup = cv2.resize(source, (box_w, box_h), interpolation=cv2.INTER_LINEAR)
+        edge = FIELD_STEP // 2
+        if edge:
+            inner = slice(edge, box_h - edge)  # the corners belong to the row strips only
+            for rows, cols in ((slice(0, edge), slice(None)), (slice(box_h - edge, box_h), slice(None)),
+                               (inner, slice(0, edge)), (inner, slice(box_w - edge, box_w))):
+                lookup[rows, cols] -= self.border_fix[rows, cols]
+        return lookup
 
     def skull_affine(self, coeffs: np.ndarray) -> np.ndarray:
         """(2, 3) affine map from rest pixels to the frame for points fixed to the skull (the upper
