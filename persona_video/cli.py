@@ -171,16 +171,21 @@ def _finish(job_folder: Path, output: Path | None) -> None:
         print(f"video: {job_folder / 'video.mp4'}")
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from .pipeline import run
-
+def _drive(events, output: Path | None) -> int:
+    """Print each stage as it finishes, then say (or copy) where the video is."""
     folder = None
-    for event in run(_request_from(args)):
+    for event in events:
         _print_event(event)
         if event.stage == "done":
             folder = event.result.folder
-    _finish(folder, args.output)
+    _finish(folder, output)
     return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .pipeline import run
+
+    return _drive(run(_request_from(args)), args.output)
 
 
 def cmd_rerender(args: argparse.Namespace) -> int:
@@ -188,13 +193,7 @@ def cmd_rerender(args: argparse.Namespace) -> int:
 
     job_id = Path(args.job).name.removeprefix("persona_")
     root = Path(args.job).resolve().parent if os.sep in args.job or args.job.startswith("persona_") else None
-    folder = None
-    for event in rerender(job_id, _governor_overrides(args.governor), root=root):
-        _print_event(event)
-        if event.stage == "done":
-            folder = event.result.folder
-    _finish(folder, args.output)
-    return 0
+    return _drive(rerender(job_id, _governor_overrides(args.governor), root=root), args.output)
 
 
 def cmd_personas(args: argparse.Namespace) -> int:

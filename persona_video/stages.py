@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BackendUnavailable, InputError
+from .errors import BackendUnavailable, InputError, StageError
 from .jobs import Job
 from .personas import Persona
 from .types import IntentTimingMap, MotionTrack, Script, Speech
@@ -238,37 +238,24 @@ def render_video(
     timing: IntentTimingMap,
     request: Request,
 ) -> tuple[Path, str]:
-    """Render the governed track on the portrait and encode the MP4 and captions.
+    """Render the governed track and encode the MP4 and captions; returns (path, backend).
 
     Frames stream into ffmpeg as they are rendered (two render threads a few
     frames ahead), so rendering and encoding share the two cores.
     """
     from threadpoolctl import threadpool_limits
 
-    # BLAS worker threads spin while idle and would steal the core ffmpeg encodes on
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _render_and_encode(job, portrait, track, audio, sample_rate, timing, request)
-
-
-def _render_and_encode(
-    job: Job,
-    portrait: Portrait,
-    track: MotionTrack,
-    audio: np.ndarray,
-    sample_rate: int,
-    timing: IntentTimingMap,
-    request: Request,
-) -> tuple[Path, str]:
     from .captions import write_webvtt
     from .encode import VideoEncoder
 
     metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
     out = job.path("video.mp4")
-    if track.backend == "sadtalker":
-        from .heavy.sadtalker_stage import sadtalker_frames
-
-        frames = sadtalker_frames(job.folder, job.path("audio.wav"), track, request.still, request.framing)
-        first = next(frames)
+    # BLAS worker threads spin while idle and would steal the core ffmpeg encodes on
+    with threadpool_limits(limits=1, user_api="blas"):
+        frames, backend = _frames_for(job, portrait, track, request)
+        first = next(frames, None)
+        if first is None:
+            raise StageError("render", "the motion track has no frames: the audio is shorter than one video frame")
         height, width = first.shape[:2]
         with VideoEncoder(
             out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata
@@ -276,25 +263,30 @@ def _render_and_encode(
             enc.write(first)
             for frame in frames:
                 enc.write(frame)
-        write_webvtt(timing.spans, job.path("captions.vtt"))
-        return out, "sadtalker"
-    animator = portrait.animator
-    height, width = animator.height, animator.width
-    enhancer = _enhancer_for(request)
-    with VideoEncoder(
-        out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata
-    ) as enc:
-        if enhancer is None:
-            for frame in _render_ahead(animator, track.coeffs):
-                enc.write(frame)
-        else:
-            for start in range(0, track.num_frames, ENHANCE_BATCH):
-                block = track.coeffs[start : start + ENHANCE_BATCH]
-                frames = np.stack([animator.render_frame(c) for c in block])
-                landmarks = np.stack([animator.frame_landmarks(c) for c in block])
-                enc.write_batch(enhancer.enhance_batch(frames, landmarks))
     write_webvtt(timing.spans, job.path("captions.vtt"))
-    return out, "embedded+gfpgan" if enhancer is not None else "embedded"
+    return out, backend
+
+
+def _frames_for(job: Job, portrait: Portrait, track: MotionTrack, request: Request) -> tuple[Iterator[np.ndarray], str]:
+    """The frame source for the track's backend (and the enhancer), with its name."""
+    if track.backend == "sadtalker":
+        from .heavy.sadtalker_stage import sadtalker_frames
+
+        return sadtalker_frames(job.folder, job.path("audio.wav"), track, request.still, request.framing), "sadtalker"
+    animator = portrait.animator
+    enhancer = _enhancer_for(request)
+    if enhancer is None:
+        return _render_ahead(animator, track.coeffs), "embedded"
+    return _enhanced(animator, enhancer, track.coeffs), "embedded+gfpgan"
+
+
+def _enhanced(animator: Any, enhancer: Any, coeffs: np.ndarray) -> Iterator[np.ndarray]:
+    """Rendered frames restored by GFPGAN in batches (landmarks from the animator)."""
+    for start in range(0, len(coeffs), ENHANCE_BATCH):
+        block = coeffs[start : start + ENHANCE_BATCH]
+        frames = np.stack([animator.render_frame(c) for c in block])
+        landmarks = np.stack([animator.frame_landmarks(c) for c in block])
+        yield from enhancer.enhance_batch(frames, landmarks)
 
 
 ENHANCE_BATCH = 8
