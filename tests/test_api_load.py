@@ -77,7 +77,11 @@ def test_full_queue_answers_429_with_retry_after(outputs):
             assert int(refused.headers["retry-after"]) >= 1
         assert wait_for(client, first)["state"] == "done"
         assert wait_for(client, second.json()["job_id"])["state"] == "done"
-        assert client.post("/api/jobs", json={"script": "Fourth."}).status_code == 202
+        fourth = client.post("/api/jobs", json={"script": "Fourth."})
+        assert fourth.status_code == 202
+        # Wait for it: leaving the client stops the server, which drops jobs still waiting.
+        assert wait_for(client, fourth.json()["job_id"])["state"] == "done"
+    # The refused submissions left no job folders behind.
     assert len(list(outputs.glob("persona_*"))) == 3
 
 
