@@ -143,6 +143,60 @@ def test_encode_video_from_a_generator_without_audio(tmp_path: Path) -> None:
     assert info["num_frames"] == 10 and info["audio_codec"] is None and "AI-generated" in info["comment"]
 
 
+def test_re_encoding_copies_the_aac_track_of_the_earlier_video(encoded, tmp_path: Path) -> None:
+    earlier, num_frames, audio = encoded
+    out_path = tmp_path / "again.mp4"
+    silent = np.zeros_like(audio)  # would be heard if the track were encoded from these samples
+    with VideoEncoder(out_path, WIDTH, HEIGHT, FPS, silent, SAMPLE_RATE, audio_copy_from=earlier) as encoder:
+        for index in range(num_frames):
+            encoder.write(gradient_frame(index))
+    assert encoder._copy_audio
+    info = probe(out_path)
+    assert info["audio_codec"] == "aac" and info["num_frames"] == num_frames
+    assert info["audio_duration_s"] == pytest.approx(len(audio) / SAMPLE_RATE, abs=0.002)
+
+    def pcm(path: Path) -> bytes:
+        command = [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le", "pipe:1"]
+        return subprocess.run(command, capture_output=True, check=True).stdout
+
+    assert pcm(out_path) == pcm(earlier)  # the very same samples, not a second encoding
+
+
+@pytest.mark.parametrize("earlier", ["missing.mp4", "silent.mp4", "broken.mp4"])
+def test_without_a_usable_earlier_track_the_audio_is_encoded(tmp_path: Path, earlier: str) -> None:
+    source = tmp_path / earlier
+    if earlier == "silent.mp4":
+        encode_video((gradient_frame(i) for i in range(5)), None, None, source)
+    elif earlier == "broken.mp4":
+        source.write_bytes(b"not a video at all")
+    out_path = tmp_path / "video.mp4"
+    with VideoEncoder(out_path, WIDTH, HEIGHT, FPS, tone(0.4), SAMPLE_RATE, audio_copy_from=source) as encoder:
+        for index in range(10):
+            encoder.write(gradient_frame(index))
+    assert not encoder._copy_audio
+    info = probe(out_path)
+    assert info["audio_codec"] == "aac" and info["audio_duration_s"] == pytest.approx(0.4, abs=0.002)
+
+
+def test_colours_come_back_as_they_went_in(tmp_path: Path) -> None:
+    """Frames are converted to BT.601 limited-range YUV before ffmpeg, as players assume for SD."""
+    swatches = [(255, 255, 255), (0, 0, 0), (200, 40, 30), (30, 160, 60), (40, 60, 200), (230, 190, 150)]
+    frame = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    width = WIDTH // len(swatches)
+    for index, colour in enumerate(swatches):
+        frame[:, index * width : (index + 1) * width] = colour
+    out_path = encode_video([frame] * 3, None, None, tmp_path / "swatches.mp4")
+    assert "smpte170m" in subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(out_path)], capture_output=True, check=False
+    ).stderr.decode()
+    reader = imageio_ffmpeg.read_frames(str(out_path))
+    reader.__next__()
+    decoded = np.frombuffer(next(reader), np.uint8).reshape(HEIGHT, WIDTH, 3).astype(int)
+    for index, colour in enumerate(swatches):
+        middle = decoded[HEIGHT // 2, index * width + width // 2]
+        assert np.abs(middle - np.array(colour)).max() <= 4, (colour, middle)
+
+
 # ---------------------------------------------------------------- captions
 
 

@@ -150,7 +150,8 @@ class PortraitAnimator:
         self.face = FaceFrame.from_points(points)
         self.mesh = build_mesh(points, depth, self.face)
         self.rest_vertices = self.mesh.vertices.astype(np.float64)
-        self.basis = expression_basis(self.mesh.vertices, self.face, self.mesh.is_neck).astype(np.float64)
+        self.basis = expression_basis(self.mesh.vertices, self.face, self.mesh.is_neck,
+                                      fixed=self.mesh.pose_weight == 0.0).astype(np.float64)
         self.rest_areas = signed_areas(self.rest_vertices, self.mesh.triangles)
         face_h = self.face.face_h
         self.pivot = np.array([*(self.face.centre + 0.2 * face_h * self.face.down), 0.0])
@@ -283,17 +284,24 @@ class PortraitAnimator:
         # a blink is all or nothing: one gated down (the governor's pause gain) still shuts the eye
         expression[_BLINKS] = np.minimum(expression[_BLINKS] / BLINK_SHUT_AT, 1.0)
         moved = self.rest_vertices + np.tensordot(expression, self.basis, axes=1)
+        return self._pose(moved, coeffs)
+
+    def _pose(self, moved: np.ndarray, coeffs: np.ndarray, index: slice | list[int] = slice(None)) -> np.ndarray:
+        """Turn, scale and shift ``moved`` (N, 2), the vertices ``index`` after the expression,
+        by the head pose of ``coeffs``, each vertex as far as its pose weight says."""
         rotation = _rotation(coeffs[ex.YAW], coeffs[ex.PITCH], coeffs[ex.ROLL])
-        rel = np.column_stack([moved - self.pivot[:2], self.mesh.depth - self.pivot[2]])
+        rel = np.column_stack([moved - self.pivot[:2], self.mesh.depth[index] - self.pivot[2]])
         turned = rel @ rotation.T
         scale = 1.0 + coeffs[ex.TRANS_Z]
         shift = np.array([coeffs[ex.TRANS_X], coeffs[ex.TRANS_Y]]) * self.face.face_h
         posed = self.pivot[:2] + turned[:, :2] * scale + shift
-        return moved + self.mesh.pose_weight[:, None] * (posed - moved)
+        return moved + self.mesh.pose_weight[index, None] * (posed - moved)
 
     def vertex_positions(self, coeffs: np.ndarray) -> np.ndarray:
         """(V, 2) vertex positions for one frame, strength reduced if a triangle would fold."""
-        clipped = self.clip_coeffs(coeffs)
+        return self._unfolded(self.clip_coeffs(coeffs))
+
+    def _unfolded(self, clipped: np.ndarray) -> np.ndarray:
         for strength in (1.0, 0.8, 0.6, 0.4, 0.2, 0.0):
             placed = self.place_vertices(clipped * strength)
             if not self.folded_triangles(placed).any():
@@ -325,7 +333,7 @@ class PortraitAnimator:
         frame = self.image.copy()
         if not np.any(clipped):
             return frame
-        placed = self.vertex_positions(clipped)
+        placed = self._unfolded(clipped)
         displacement = (placed - self.rest_vertices).astype(np.float32)
         x0, y0, x1, y1 = self.box
         coarse_h, coarse_w = self.coarse_grid.shape[:2]
@@ -377,10 +385,8 @@ class PortraitAnimator:
     def skull_affine(self, coeffs: np.ndarray) -> np.ndarray:
         """(2, 3) affine map from rest pixels to the frame for points fixed to the skull (the upper
         teeth): the head pose of (70,) clipped ``coeffs`` without the expression, fitted around the mouth."""
-        pose_only = coeffs.copy()
-        pose_only[: ex.EXP_STOP] = 0.0
         rest = self.rest_vertices[_MOUTH_REFERENCE]
-        posed = self.place_vertices(pose_only)[_MOUTH_REFERENCE]
+        posed = self._pose(rest, coeffs, _MOUTH_REFERENCE)
         design = np.column_stack([rest, np.ones(len(rest))])
         solution, *_ = np.linalg.lstsq(design, posed, rcond=None)
         return solution.T

@@ -152,7 +152,7 @@ def paint_mouth(
     else:
         teeth_h = TEETH_HEIGHT_FACE_H * face_h * (1.0 + 0.3 * min(max(teeth_show, 0.0), 1.2)) * (1.0 - 0.4 * side**2)
         # distance to the nearest gap between two teeth, pixels: faint gaps, rounded biting edges
-        to_gap = np.abs(np.abs(src_x - rest.centre_x)[..., None] - _TOOTH_EDGES * rest.half_w).min(axis=-1)
+        to_gap = _distance_to_nearest(np.abs(src_x - rest.centre_x), _TOOTH_EDGES * rest.half_w)
         teeth_w = np.clip(teeth_h - 0.6 * np.exp(-((to_gap / 2.0) ** 2)) - depth, 0.0, 1.0)
         # under the upper lip's shadow, brighter towards the biting edge, darker to the sides
         shade = (0.7 + 0.3 * np.clip(depth / np.maximum(teeth_h, 1.0), 0.0, 1.0)) * (1.0 - 0.45 * side**2)
@@ -168,6 +168,20 @@ def paint_mouth(
         _shade_seam(out, ys, top_y, bottom_y, gap, np.interp(xs[0], rest.upper_x, rest.upper_y),
                     np.interp(xs[0], rest.lower_x, rest.lower_y))
     frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _distance_to_nearest(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """|values - the nearest of the sorted ``edges``|, elementwise (float32). The distance is
+    piecewise linear (zero at each edge, peaking half-way between two), so one interpolation
+    through those points gives it exactly."""
+    edges = np.asarray(edges, dtype=np.float64)
+    far = float(np.abs(values).max()) + float(np.abs(edges).max()) + 1.0
+    middles = 0.5 * (edges[1:] + edges[:-1])
+    inner = np.column_stack([edges[:-1], middles]).ravel()
+    knots = np.concatenate([[edges[0] - far], inner, [edges[-1], edges[-1] + far]])
+    peaks = np.column_stack([np.zeros(len(middles)), 0.5 * np.diff(edges)]).ravel()
+    heights = np.concatenate([[far], peaks, [0.0, far]])
+    return np.interp(values, knots, heights).astype(np.float32)
 
 
 def _shade_seam(out: np.ndarray, ys: np.ndarray, top_y: np.ndarray, bottom_y: np.ndarray, gap: np.ndarray,

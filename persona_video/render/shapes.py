@@ -86,11 +86,13 @@ def _gauss(uv: np.ndarray, centre: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-np.sum((uv - centre) ** 2, axis=1) / (2.0 * sigma * sigma))
 
 
-def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray) -> np.ndarray:
+def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray,
+                     fixed: np.ndarray | None = None) -> np.ndarray:
     """Displacement fields of the 10 named controls at strength 1.
 
     vertices: (V, 2) pixels, the first 468 being face-mesh landmarks.
     is_neck: (V,) bool, ring vertices below the face that follow the jaw half-way.
+    fixed: (V,) bool, vertices no control may move (the anchor ring that holds the background).
     Returns (10, V, 2) float32 pixels.
     """
     uv = frame.to_face(vertices)
@@ -171,6 +173,8 @@ def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray
         out[k] = frame.to_pixels(basis[k])
     out[ex.BLINK_RIGHT] = _blink_field(vertices, uv, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, frame)
     out[ex.BLINK_LEFT] = _blink_field(vertices, uv, LEFT_EYE_UPPER, LEFT_EYE_LOWER, frame)
+    if fixed is not None:
+        out[:, fixed] = 0.0  # the jaw's wide falloff would otherwise drag the anchors under the chin
     return out.astype(np.float32)
 
 
