@@ -50,6 +50,12 @@ AUDIO_BITRATE = "128k"
 _STDERR_TAIL_CHARS = 2000
 
 
+def rgb_to_yuv(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H * 3 / 2, W) uint8 planar YUV 4:2:0, BT.601 limited range: the
+    conversion ffmpeg would make (and players assume for this size), done on the caller's thread."""
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)
+
+
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary shipped by imageio-ffmpeg."""
     return imageio_ffmpeg.get_ffmpeg_exe()
@@ -154,6 +160,18 @@ class VideoEncoder:
             raise StageError("encode", f"could not start ffmpeg ({ffmpeg_exe()}): {e}") from e
         return self
 
+    def write_yuv(self, frame: np.ndarray) -> None:
+        """Append one frame already in YUV 4:2:0 (``rgb_to_yuv``): uint8 (height * 3 / 2, width)."""
+        if self._process is None or self._process.stdin is None:
+            raise StageError("encode", "write_yuv() called outside the 'with VideoEncoder(...)' block")
+        expected = (self.height * 3 // 2, self.width)
+        if frame.shape != expected or frame.dtype != np.uint8:
+            raise StageError(
+                "encode", f"YUV 4:2:0 frames must be uint8 of shape {expected}, got {frame.dtype} {frame.shape}"
+            )
+        self._pipe(np.ascontiguousarray(frame).data)
+        self.frames_written += 1
+
     def write(self, frame: np.ndarray) -> None:
         """Append one uint8 RGB frame, shape (height, width, 3)."""
         self.write_batch(np.asarray(frame)[None])
@@ -169,16 +187,20 @@ class VideoEncoder:
                 "encode",
                 f"frames must be uint8 of shape (N, {self.height}, {self.width}, 3), got {frames.dtype} {frames.shape}",
             )
+        for frame in frames:
+            cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420, dst=self._yuv)
+            self._pipe(self._yuv.data)
+            self.frames_written += 1
+
+    def _pipe(self, data: memoryview) -> None:
+        assert self._process is not None and self._process.stdin is not None
         try:
-            for frame in frames:
-                cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420, dst=self._yuv)
-                self._process.stdin.write(self._yuv.data)
+            self._process.stdin.write(data)
         except (BrokenPipeError, ValueError) as e:
             self._process.wait()
             message = self._read_stderr()
             self._cleanup(remove_video=True)
             raise StageError("encode", f"ffmpeg stopped reading frames: {message}") from e
-        self.frames_written += len(frames)
 
     def _read_stderr(self) -> str:
         if self._stderr_file is None:

@@ -189,10 +189,10 @@ def _render(
     job.record_stage("governor", "numpy", seconds)
     yield StageEvent("governor", job.job_id, "numpy", seconds, (governed, gains, config))
 
-    (video, backend), seconds = _timed(
+    (video, backend, reused), seconds = _timed(
         "video", job, stages.render_video, job, portrait, governed, audio, sample_rate, timing, request
     )
-    job.record_stage("video", backend, seconds, frames=governed.num_frames)
+    job.record_stage("video", backend, seconds, frames=governed.num_frames, reused_frames=reused)
     total = time.perf_counter() - started
     job.set_state("done", finished=time.time(), processing_time=round(total, 3))
     yield StageEvent("video", job.job_id, backend, seconds, video)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator
@@ -237,54 +238,103 @@ def render_video(
     sample_rate: int,
     timing: IntentTimingMap,
     request: Request,
-) -> tuple[Path, str]:
-    """Render the governed track and encode the MP4 and captions; returns (path, backend).
+) -> tuple[Path, str, int]:
+    """Render the governed track and encode the MP4 and captions.
 
-    Frames stream into ffmpeg as they are rendered (two render threads a few
-    frames ahead), so rendering and encoding share the two cores.
+    Returns (path, backend, frames reused from the job's last render). Frames stream into
+    ffmpeg as they are rendered (two render threads a few frames ahead), so rendering and
+    encoding share the two cores. With the embedded renderer, a frame whose coefficients did
+    not change since the job's last render is taken from ``frame_cache.FRAMES``; when none
+    changed and the video on disk is the one they made, nothing is rendered or encoded.
     """
     import cv2
     from threadpoolctl import threadpool_limits
 
     from .captions import write_webvtt
-    from .encode import VideoEncoder
 
-    metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
     out = job.path("video.mp4")
     # frames are rendered in parallel (RENDER_THREADS), so OpenCV's own per-call threads would only
     # fight them and ffmpeg for the two cores (measured: 10-30 % more CPU for the same frames)
     cv2.setNumThreads(1)
+    reused = 0
     # BLAS worker threads spin while idle and would steal the core ffmpeg encodes on
     with threadpool_limits(limits=1, user_api="blas"):
-        frames, backend = _frames_for(job, portrait, track, request)
-        first = next(frames, None)
-        if first is None:
-            raise StageError("render", "the motion track has no frames: the audio is shorter than one video frame")
-        height, width = first.shape[:2]
-        # a re-render replaces the job's video: the speech is the same, so its AAC track is copied
-        previous = out if out.is_file() else None
-        with VideoEncoder(
-            out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata,
-            audio_copy_from=previous,
-        ) as enc:
-            enc.write(first)
-            for frame in frames:
-                enc.write(frame)
+        if track.backend == "sadtalker":
+            from .heavy.sadtalker_stage import sadtalker_frames
+
+            frames = sadtalker_frames(job.folder, job.path("audio.wav"), track, request.still, request.framing)
+            _encode(out, _to_yuv(frames), track, audio, sample_rate, request)
+            backend = "sadtalker"
+        elif (enhancer := _enhancer_for(request)) is not None:
+            _encode(out, _to_yuv(_enhanced(portrait.animator, enhancer, track.coeffs)), track, audio, sample_rate,
+                    request)
+            backend = "embedded+gfpgan"
+        else:
+            backend = "embedded"
+            reused = _render_cached(job, portrait, track, audio, sample_rate, request)
     write_webvtt(timing.spans, job.path("captions.vtt"))
-    return out, backend
+    return out, backend, reused
 
 
-def _frames_for(job: Job, portrait: Portrait, track: MotionTrack, request: Request) -> tuple[Iterator[np.ndarray], str]:
-    """The frame source for the track's backend (and the enhancer), with its name."""
-    if track.backend == "sadtalker":
-        from .heavy.sadtalker_stage import sadtalker_frames
+def _render_cached(
+    job: Job, portrait: Portrait, track: MotionTrack, audio: np.ndarray, sample_rate: int, request: Request
+) -> int:
+    """The embedded renderer through the frame cache; returns how many frames were reused."""
+    from .frame_cache import FRAMES, CachedRender, budget_bytes, file_stamp, frame_store
 
-        return sadtalker_frames(job.folder, job.path("audio.wav"), track, request.still, request.framing), "sadtalker"
+    out = job.path("video.mp4")
+    key = (job.job_id, portrait.key)
+    coeffs = np.ascontiguousarray(track.coeffs, dtype=np.float32)
     animator = portrait.animator
-    enhancer = _enhancer_for(request)
-    if enhancer is None:
-        return _render_ahead(animator, track.coeffs), "embedded"
-    return _enhanced(animator, enhancer, track.coeffs), "embedded+gfpgan"
+    entry = FRAMES.take(key)
+    shape = (len(coeffs), animator.height * 3 // 2, animator.width)
+    if entry is not None and entry.frames.shape == shape and entry.frames.nbytes <= budget_bytes():
+        same, store = entry.same_rows(coeffs), entry.frames
+        if same.all() and entry.video_stamp is not None and entry.video_stamp == file_stamp(out):
+            logger.info("job %s: the motion is unchanged, so is its video", job.job_id)
+            FRAMES.put(entry)
+            return len(coeffs)
+    else:
+        same = np.zeros(len(coeffs), dtype=bool)
+        store = frame_store(len(coeffs), animator.height, animator.width)
+    reused = int(same.sum())
+    # with most frames taken as they are, the renderer leaves the cores to x264
+    threads = (os.cpu_count() or 1) if 2 * reused >= len(coeffs) else 1
+    _encode(out, _render_ahead(animator, coeffs, store, same), track, audio, sample_rate, request, threads)
+    if store is not None:
+        FRAMES.put(CachedRender(key, coeffs.copy(), store, file_stamp(out)))
+    return reused
+
+
+def _encode(
+    out: Path, frames: Iterator[np.ndarray], track: MotionTrack, audio: np.ndarray, sample_rate: int,
+    request: Request, threads: int = 1,
+) -> None:
+    """Encode YUV 4:2:0 frames ((H * 3 / 2, W) uint8 each) and the speech into ``out`` (x264 ``threads``)."""
+    from .encode import VideoEncoder
+
+    first = next(frames, None)
+    if first is None:
+        raise StageError("render", "the motion track has no frames: the audio is shorter than one video frame")
+    height, width = first.shape[0] * 2 // 3, first.shape[1]
+    metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
+    # a re-render replaces the job's video: the speech is the same, so its AAC track is copied
+    previous = out if out.is_file() else None
+    with VideoEncoder(
+        out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata,
+        audio_copy_from=previous, threads=threads,
+    ) as encoder:
+        encoder.write_yuv(first)
+        for frame in frames:
+            encoder.write_yuv(frame)
+
+
+def _to_yuv(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """RGB frames as the encoder takes them (BT.601 YUV 4:2:0, see ``encode.rgb_to_yuv``)."""
+    from .encode import rgb_to_yuv
+
+    for frame in frames:
+        yield rgb_to_yuv(frame)
 
 
 def _enhanced(animator: Any, enhancer: Any, coeffs: np.ndarray) -> Iterator[np.ndarray]:
@@ -301,18 +351,39 @@ RENDER_THREADS = 2  # frames rendered at once (OpenCV and numpy release the GIL)
 RENDER_AHEAD = 8  # frames in flight at most, so memory stays bounded
 
 
-def _render_ahead(animator: Any, coeffs: np.ndarray) -> Iterator[np.ndarray]:
-    """Frames in order, rendered by a small thread pool a few frames ahead of the encoder."""
+def _render_ahead(
+    animator: Any, coeffs: np.ndarray, store: np.ndarray | None = None, same: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """YUV 4:2:0 frames in order, drawn by a small thread pool a few frames ahead of the encoder.
+
+    store: (T, H * 3 / 2, W) uint8, where frame t is drawn (and yielded from), or None for a
+        fresh array per frame.
+    same: (T,) bool, frames already in ``store`` for these coefficients: taken as they are.
+    """
     from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    from .encode import rgb_to_yuv
+
+    def draw(index: int) -> np.ndarray:
+        frame = animator.render_frame(coeffs[index])
+        if store is None:
+            return rgb_to_yuv(frame)
+        cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420, dst=store[index])
+        return store[index]
 
     with ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render") as pool:
         pending: deque = deque()
-        for row in coeffs:
-            pending.append(pool.submit(animator.render_frame, row))
+        for index in range(len(coeffs)):
+            ready = store is not None and same is not None and same[index]
+            pending.append(store[index] if ready else pool.submit(draw, index))
             if len(pending) >= RENDER_AHEAD:
-                yield pending.popleft().result()
+                first = pending.popleft()
+                yield first if isinstance(first, np.ndarray) else first.result()
         while pending:
-            yield pending.popleft().result()
+            first = pending.popleft()
+            yield first if isinstance(first, np.ndarray) else first.result()
 
 
 def _enhancer_for(request: Request):

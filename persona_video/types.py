@@ -134,6 +134,10 @@ class PhonemeTiming:
     end_s: float
 
 
+#: Decimals of the per-frame intents in timing.json (and in memory, so both agree).
+INTENT_DECIMALS = 4
+
+
 @dataclass(frozen=True)
 class IntentTimingMap:
     """What speech hands to motion.
@@ -152,10 +156,16 @@ class IntentTimingMap:
     num_frames: int
     spans: tuple[SegmentSpan, ...]
 
+    def __post_init__(self) -> None:
+        # held at the 4 decimals timing.json keeps, so a job read back (a re-render) governs
+        # its motion with the very same numbers as the run that wrote it
+        quantized = np.round(np.asarray(self.frame_intents, dtype=np.float64), INTENT_DECIMALS).astype(np.float32)
+        object.__setattr__(self, "frame_intents", quantized)
+
     def to_dict(self) -> dict:
         return {
             "fps": self.fps,
-            "frame_intents": [round(float(v), 4) for v in self.frame_intents],
+            "frame_intents": [round(float(v), INTENT_DECIMALS) for v in self.frame_intents],
             "total_duration": round(self.total_duration, 4),
             "num_frames": self.num_frames,
             "segments": [s.to_dict() for s in self.spans],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -113,13 +115,13 @@ def test_compact_gating_relative_to_reference(dims: int) -> None:
     track = make_track(50, dims, reference=reference)
     track.coeffs[10] = reference  # a frame at rest must stay at rest
     before = track.coeffs.copy()
-    intents = intents_ramp(50)
-    governed, gains = govern(track, make_timing(intents), GovernorConfig())
+    timing = make_timing(intents_ramp(50))
+    governed, gains = govern(track, timing, GovernorConfig())
 
     np.testing.assert_array_equal(track.coeffs, before)  # input untouched
     assert governed.coeffs.shape == (50, dims) and governed.coeffs.dtype == np.float32
     assert governed.layout == f"compact{dims}" and governed.fps == FPS
-    np.testing.assert_array_equal(gains, gain_curve(intents, GovernorConfig()))
+    np.testing.assert_array_equal(gains, gain_curve(timing.frame_intents, GovernorConfig()))
     expected = reference[:70] + (before[:, :70] - reference[:70]) * gains[:, None]
     np.testing.assert_allclose(governed.coeffs[:, :70], expected, atol=1e-6)
     np.testing.assert_array_equal(governed.coeffs[10], reference)
@@ -256,3 +258,13 @@ def test_error_nan_in_frame_intents() -> None:
 def test_error_invalid_config_in_govern() -> None:
     with pytest.raises(InputError, match="emphasis_gain"):
         govern(make_track(10, 70), make_timing(np.zeros(10)), GovernorConfig(emphasis_gain=9.0))
+
+
+def test_the_timing_map_reads_back_exactly_as_written() -> None:
+    """A re-render governs with the intents read from timing.json: they must be the very numbers
+    the first run used, or frames that did not change would be drawn again."""
+    timing = make_timing(np.random.default_rng(9).random(200).astype(np.float32))
+    again = IntentTimingMap.from_dict(json.loads(json.dumps(timing.to_dict())))
+    assert again.frame_intents.dtype == np.float32
+    assert again.frame_intents.tobytes() == timing.frame_intents.tobytes()
+    assert np.abs(timing.frame_intents - np.round(timing.frame_intents, 4)).max() < 1e-6

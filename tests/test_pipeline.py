@@ -119,3 +119,101 @@ def test_heavy_backends_asked_for_by_name_say_what_is_missing(tmp_path, monkeypa
     with pytest.raises(BackendUnavailable, match="xtts"):
         list(run(Request(prompt="Explain it", speech_backend="xtts"), root=tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- frame cache
+
+
+@pytest.fixture
+def fresh_job(tmp_path):
+    from persona_video.frame_cache import FRAMES
+
+    FRAMES.clear()
+    events = list(run(Request(persona="ijustine", script=SHORT, seed=5), root=tmp_path))
+    return tmp_path, events[0].job_id
+
+
+def cached_entry(job_id: str):
+    from persona_video.frame_cache import FRAMES
+
+    entry = next((e for e in [FRAMES._entry] if e is not None and e.key[0] == job_id), None)
+    assert entry is not None, "the last render is not in the frame cache"
+    return entry
+
+
+def video_stage(root, job_id: str) -> dict:
+    return Job.open(job_id, root).read_json("manifest.json")["stages"]["video"]
+
+
+def test_one_slider_redraws_only_the_frames_it_changes_and_the_frames_are_right(fresh_job):
+    from persona_video.encode import rgb_to_yuv
+    from persona_video.personas import load_persona
+    from persona_video.stages import load_portrait_for
+
+    root, job_id = fresh_job
+    before = Job.open(job_id, root).read_array("motion_governed.npy")
+    list(rerender(job_id, {"pause_gain": 0.3}, root=root))
+    after = Job.open(job_id, root).read_array("motion_governed.npy")
+    changed = ~np.all(before == after, axis=1)
+    stage = video_stage(root, job_id)
+    assert 0 < changed.sum() < len(after)  # the pauses only
+    assert stage["reused_frames"] == len(after) - changed.sum()
+    # every frame the cache holds, reused or redrawn, is the frame these coefficients make
+    animator = load_portrait_for(load_persona("ijustine"), None, "crop").animator
+    entry = cached_entry(job_id)
+    assert np.array_equal(entry.coeffs, after)
+    for index in range(len(after)):
+        assert np.array_equal(entry.frames[index], rgb_to_yuv(animator.render_frame(after[index]))), index
+    info = probe(Job.open(job_id, root).path("video.mp4"))
+    assert info["num_frames"] == len(after) and info["audio_codec"] == "aac"
+
+
+def test_settings_that_do_not_change_the_motion_keep_the_video(fresh_job):
+    root, job_id = fresh_job
+    video = Job.open(job_id, root).path("video.mp4")
+    stamp = video.stat().st_mtime_ns
+    events = list(rerender(job_id, {"expression_clamp_sigma": 2.0, "pose_smoothing_s": 0.5}, root=root))
+    assert [e.stage for e in events] == ["governor", "video", "done"]
+    assert video.stat().st_mtime_ns == stamp
+    stage = video_stage(root, job_id)
+    assert stage["reused_frames"] == stage["frames"] and stage["seconds"] < 0.5
+
+
+def test_a_video_changed_behind_the_cache_is_encoded_again(fresh_job):
+    root, job_id = fresh_job
+    video = Job.open(job_id, root).path("video.mp4")
+    video.write_bytes(video.read_bytes())  # another process rewrote it: new stamp
+    stamp = video.stat().st_mtime_ns
+    list(rerender(job_id, {"expression_clamp_sigma": 2.0}, root=root))
+    assert video.stat().st_mtime_ns != stamp
+    assert probe(video)["num_frames"] == video_stage(root, job_id)["frames"]
+
+
+def test_a_failed_render_leaves_no_cached_frames(fresh_job, tmp_path, monkeypatch):
+    from persona_video.frame_cache import FRAMES
+
+    root, job_id = fresh_job
+    exe = tmp_path / "ffmpeg"
+    exe.write_text("#!/bin/sh\necho 'simulated encoder crash' >&2\nexit 1\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(exe))
+    with pytest.raises(StageError, match="simulated encoder crash"):
+        list(rerender(job_id, {"pause_gain": 0.2}, root=root))
+    assert FRAMES._entry is None
+    monkeypatch.delenv("IMAGEIO_FFMPEG_EXE")
+    list(rerender(job_id, {"pause_gain": 0.25}, root=root))
+    assert video_stage(root, job_id)["reused_frames"] == 0  # drawn again from scratch
+
+
+def test_the_frame_cache_can_be_turned_off_and_checks_its_setting(fresh_job, monkeypatch):
+    from persona_video.frame_cache import FRAMES, budget_bytes
+
+    root, job_id = fresh_job
+    monkeypatch.setenv("PERSONA_VIDEO_FRAME_CACHE_MB", "0")
+    list(rerender(job_id, {"pause_gain": 0.3}, root=root))
+    list(rerender(job_id, {"pause_gain": 0.35}, root=root))
+    assert video_stage(root, job_id)["reused_frames"] == 0 and FRAMES._entry is None
+    for bad in ("lots", "-1"):
+        monkeypatch.setenv("PERSONA_VIDEO_FRAME_CACHE_MB", bad)
+        with pytest.raises(ValueError, match="PERSONA_VIDEO_FRAME_CACHE_MB"):
+            budget_bytes()
