@@ -73,14 +73,29 @@ class FrameCache:
         self._entry: CachedRender | None = None
         self._lock = threading.Lock()
 
-    def take(self, key: tuple[str, str]) -> CachedRender | None:
-        """Remove and return the entry for ``key``, if it is the one held."""
+    def checkout(
+        self, key: tuple[str, str], coeffs: np.ndarray, height: int, width: int
+    ) -> tuple[CachedRender | None, np.ndarray, np.ndarray | None]:
+        """Take the held render out for a render of ``key`` with ``coeffs`` (T, D) at height x width.
+
+        Returns (the entry, when it is this key's with the same frame layout, else None;
+        (T,) bool, the rows whose frames can be taken from the store as they are; the store to
+        draw every other frame into, or None when T frames would not fit the budget). Another
+        job's block is drawn into when it is big enough (its memory is already paged in);
+        otherwise it is dropped before a new one is made.
+        """
         with self._lock:
-            entry = self._entry
-            if entry is None or entry.key != key:
-                return None
-            self._entry = None
-            return entry
+            entry, self._entry = self._entry, None
+        frame_shape = (height * 3 // 2, width)
+        budget = budget_bytes()
+        if entry is not None and entry.frames.nbytes <= budget:
+            if entry.key == key and entry.frames.shape == (len(coeffs), *frame_shape):
+                return entry, entry.same_rows(coeffs), entry.frames
+            base = entry.frames.base if isinstance(entry.frames.base, np.ndarray) else entry.frames
+            if base.shape[1:] == frame_shape and base.shape[0] >= len(coeffs):
+                return None, np.zeros(len(coeffs), dtype=bool), base[: len(coeffs)]
+        entry = None  # the only reference: its memory goes back before a new block is made
+        return None, np.zeros(len(coeffs), dtype=bool), frame_store(len(coeffs), height, width)
 
     def put(self, entry: CachedRender) -> None:
         """Hold ``entry``, replacing any other."""
@@ -92,14 +107,24 @@ class FrameCache:
             self._entry = None
 
 
+#: New blocks hold a multiple of this many frames (10 s at 25 fps), so the next job, of a
+#: similar length, can draw into the same memory.
+BLOCK_FRAMES = 250
+
+
 def frame_store(num_frames: int, height: int, width: int) -> np.ndarray | None:
-    """A (num_frames, height * 3 / 2, width) uint8 block for a render's frames, or None when it
-    would exceed the budget. One block, so the memory comes in huge pages: far fewer page faults
-    than a fresh array per frame."""
-    shape = (num_frames, height * 3 // 2, width)
-    if num_frames <= 0 or int(np.prod(shape)) > budget_bytes():
+    """A (num_frames, height * 3 / 2, width) uint8 view of a new block for a render's frames,
+    holding a multiple of BLOCK_FRAMES where that fits, or None when num_frames would exceed the
+    budget. One block, so its memory comes in huge pages: far fewer page faults than an array
+    per frame."""
+    frame_bytes = height * 3 // 2 * width
+    budget = budget_bytes()
+    if num_frames <= 0 or num_frames * frame_bytes > budget:
         return None
-    return np.empty(shape, dtype=np.uint8)
+    capacity = -(-num_frames // BLOCK_FRAMES) * BLOCK_FRAMES
+    if capacity * frame_bytes > budget:
+        capacity = num_frames
+    return np.empty((capacity, height * 3 // 2, width), dtype=np.uint8)[:num_frames]
 
 
 #: The process's cache, shared by the page, the API and the CLI.

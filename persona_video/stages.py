@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,23 +280,18 @@ def _render_cached(
     job: Job, portrait: Portrait, track: MotionTrack, audio: np.ndarray, sample_rate: int, request: Request
 ) -> int:
     """The embedded renderer through the frame cache; returns how many frames were reused."""
-    from .frame_cache import FRAMES, CachedRender, budget_bytes, file_stamp, frame_store
+    from .frame_cache import FRAMES, CachedRender, file_stamp
 
     out = job.path("video.mp4")
     key = (job.job_id, portrait.key)
     coeffs = np.ascontiguousarray(track.coeffs, dtype=np.float32)
     animator = portrait.animator
-    entry = FRAMES.take(key)
-    shape = (len(coeffs), animator.height * 3 // 2, animator.width)
-    if entry is not None and entry.frames.shape == shape and entry.frames.nbytes <= budget_bytes():
-        same, store = entry.same_rows(coeffs), entry.frames
-        if same.all() and entry.video_stamp is not None and entry.video_stamp == file_stamp(out):
-            logger.info("job %s: the motion is unchanged, so is its video", job.job_id)
-            FRAMES.put(entry)
-            return len(coeffs)
-    else:
-        same = np.zeros(len(coeffs), dtype=bool)
-        store = frame_store(len(coeffs), animator.height, animator.width)
+    entry, same, store = FRAMES.checkout(key, coeffs, animator.height, animator.width)
+    if entry is not None and same.all() and entry.video_stamp is not None and entry.video_stamp == file_stamp(out):
+        logger.info("job %s: the motion is unchanged, so is its video", job.job_id)
+        FRAMES.put(entry)
+        return len(coeffs)
+    del entry
     reused = int(same.sum())
     # with most frames taken as they are, the renderer leaves the cores to x264
     threads = (os.cpu_count() or 1) if 2 * reused >= len(coeffs) else 1
@@ -373,17 +368,18 @@ def _render_ahead(
         cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420, dst=store[index])
         return store[index]
 
+    # frames to draw are handed to the pool up to RENDER_AHEAD ahead of the encoder, counting
+    # only those: a stretch of reused frames does not hold up drawing the changed ones after it
+    to_draw = [i for i in range(len(coeffs)) if store is None or same is None or not same[i]]
+    in_flight: dict[int, Any] = {}
     with ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render") as pool:
-        pending: deque = deque()
+        queued = 0
         for index in range(len(coeffs)):
-            ready = store is not None and same is not None and same[index]
-            pending.append(store[index] if ready else pool.submit(draw, index))
-            if len(pending) >= RENDER_AHEAD:
-                first = pending.popleft()
-                yield first if isinstance(first, np.ndarray) else first.result()
-        while pending:
-            first = pending.popleft()
-            yield first if isinstance(first, np.ndarray) else first.result()
+            while queued < len(to_draw) and len(in_flight) < RENDER_AHEAD:
+                in_flight[to_draw[queued]] = pool.submit(draw, to_draw[queued])
+                queued += 1
+            drawn = in_flight.pop(index, None)
+            yield drawn.result() if drawn is not None else store[index]
 
 
 def _enhancer_for(request: Request):
