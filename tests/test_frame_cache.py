@@ -40,7 +40,8 @@ def test_another_job_draws_into_the_old_block_when_it_fits():
 
 
 def test_a_longer_job_or_another_size_gets_a_new_block():
-    longer, other_size = (np.zeros((BLOCK_FRAMES + 1, 70), np.float32), (H, W)), (np.zeros((10, 70), np.float32), (32, 24))
+    longer = (np.zeros((BLOCK_FRAMES + 1, 70), np.float32), (H, W))
+    other_size = (np.zeros((10, 70), np.float32), (32, 24))
     for coeffs, size in (longer, other_size):
         cache = FrameCache()
         old = rendered(("old", "portrait"), np.zeros((10, 70), np.float32))
