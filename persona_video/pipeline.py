@@ -195,8 +195,20 @@ def _render(
     job.record_stage("video", backend, seconds, frames=governed.num_frames, reused_frames=reused)
     total = time.perf_counter() - started
     job.set_state("done", finished=time.time(), processing_time=round(total, 3))
-    yield StageEvent("video", job.job_id, backend, seconds, video)
+    yield StageEvent("video", job.job_id, backend, seconds, video, _reuse_notice(reused, governed))
     yield StageEvent("done", job.job_id, "", total, job)
+
+
+def _reuse_notice(reused: int, governed: MotionTrack) -> str:
+    """What a re-render took from the last one, in words ("" when it drew every frame)."""
+    if reused == 0:
+        return ""
+    if reused < governed.num_frames:
+        return f"{reused} of {governed.num_frames} frames had the same motion as before and were reused."
+    why = " (expression clamp and pose smoothing act only on SadTalker's 257-dim motion)"
+    return "The motion is the same as in the last render, so the video is unchanged" + (
+        why if governed.coeffs.shape[1] < 200 else ""
+    ) + "."
 
 
 def speak_script(job_id: str, script_text: str, *, root: Path | None = None) -> Iterator[StageEvent]:

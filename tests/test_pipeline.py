@@ -152,12 +152,13 @@ def test_one_slider_redraws_only_the_frames_it_changes_and_the_frames_are_right(
 
     root, job_id = fresh_job
     before = Job.open(job_id, root).read_array("motion_governed.npy")
-    list(rerender(job_id, {"pause_gain": 0.3}, root=root))
+    events = list(rerender(job_id, {"pause_gain": 0.3}, root=root))
     after = Job.open(job_id, root).read_array("motion_governed.npy")
     changed = ~np.all(before == after, axis=1)
     stage = video_stage(root, job_id)
     assert 0 < changed.sum() < len(after)  # the pauses only
     assert stage["reused_frames"] == len(after) - changed.sum()
+    assert events[1].notice.startswith(f"{stage['reused_frames']} of {len(after)} frames had the same motion")
     # every frame the cache holds, reused or redrawn, is the frame these coefficients make
     animator = load_portrait_for(load_persona("ijustine"), None, "crop").animator
     entry = cached_entry(job_id)
@@ -174,6 +175,7 @@ def test_settings_that_do_not_change_the_motion_keep_the_video(fresh_job):
     stamp = video.stat().st_mtime_ns
     events = list(rerender(job_id, {"expression_clamp_sigma": 2.0, "pose_smoothing_s": 0.5}, root=root))
     assert [e.stage for e in events] == ["governor", "video", "done"]
+    assert events[1].notice.startswith("The motion is the same as in the last render") and "257" in events[1].notice
     assert video.stat().st_mtime_ns == stamp
     stage = video_stage(root, job_id)
     assert stage["reused_frames"] == stage["frames"] and stage["seconds"] < 0.5
