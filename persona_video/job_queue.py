@@ -31,6 +31,11 @@ MAX_REMEMBERED = 64
 #: Retry-After estimate before any job has finished, seconds per job.
 FIRST_JOB_ESTIMATE_S = 10.0
 
+#: One pipeline at a time in this process, whichever door it came in by: the API's job queue
+#: holds it while a job runs, the page's events while they stream. Each pipeline uses both
+#: cores (render and x264), so two at once would only make both slow (and double the memory).
+PIPELINE_SLOT = threading.Semaphore(1)
+
 
 class QueueFull(PersonaVideoError):
     """Too many jobs waiting: the client should retry after ``retry_after_s``."""
@@ -188,9 +193,13 @@ class JobQueue:
                     self._cond.wait()
                 if self._stopping:
                     return
-                task = self._waiting.popleft()
-                task.state = "running"
-            self._run(task)
+            with PIPELINE_SLOT:  # the page may be running a pipeline: the task stays queued till it ends
+                with self._cond:
+                    if self._stopping or not self._waiting:
+                        continue
+                    task = self._waiting.popleft()
+                    task.state = "running"
+                self._run(task)
             if self.after_each is not None:
                 try:
                     self.after_each(self.active_job_ids())

@@ -152,6 +152,20 @@ def _stream(
     rows: stage -> (backend, seconds) already known (a re-render's earlier stages);
     done: the status word at the end, followed by this run's own wall time.
     """
+    from .job_queue import PIPELINE_SLOT
+
+    if not PIPELINE_SLOT.acquire(blocking=False):
+        yield {"status": _status("**Waiting** for a job sent through the API to finish…")}
+        PIPELINE_SLOT.acquire()
+    try:
+        yield from _stream_events(events, rows, done)
+    finally:
+        PIPELINE_SLOT.release()
+
+
+def _stream_events(
+    events: Iterator[pipeline.StageEvent], rows: dict[str, tuple[str, float]], done: str
+) -> Iterator[dict]:
     ran_s = 0.0
     shown: dict[str, Any] = {}  # every result sent so far: the last update repeats them for API clients
     notices: list[str] = []

@@ -189,3 +189,33 @@ def test_page_and_api_share_one_server(outputs):
         assert "/api/jobs" in client.get("/openapi.json").json()["paths"]
         unknown = client.get("/api/no-such-thing")
         assert unknown.status_code == 404 and "see /api/docs" in unknown.json()["error"]["message"]
+
+
+def test_page_and_api_run_one_pipeline_at_a_time(outputs):
+    """The page's events and the API's jobs share one pipeline slot: a page run that is
+    streaming keeps an API job queued, and a page run waits (saying so) for an API job."""
+    import time
+
+    from persona_video import ui_events
+    from persona_video.job_queue import PIPELINE_SLOT
+
+    with TestClient(create_server()) as client:
+        page = ui_events.speak_edited(None, "So, [pause 0.3] one at a time.", "mkbhd")
+        next(page)  # the page's first update: nothing runs yet
+        next(page)  # the page run now holds the slot (its script stage has finished)
+        job_id = client.post("/api/jobs", json={"script": "Waiting my turn."}).json()["job_id"]
+        time.sleep(1.0)
+        status = client.get(f"/api/jobs/{job_id}").json()
+        assert status["state"] == "queued" and status["position"] == 1
+        updates = list(page)
+        assert "Done" in updates[-1]["status"]
+        assert wait_for(client, job_id)["state"] == "done"
+
+        with PIPELINE_SLOT:  # as an API job holds it while it runs
+            page = ui_events.speak_edited(None, "And now the page waits.", "mkbhd")
+            next(page)
+            assert "Waiting" in next(page)["status"]
+        assert "Done" in list(page)[-1]["status"]
+    page_job = Job.open(updates[-1]["job_id"]).manifest
+    api_job = Job.open(job_id).manifest
+    assert api_job["created"] >= page_job["finished"] - 0.05  # the API job ran after the page's
