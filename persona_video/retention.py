@@ -3,7 +3,10 @@
 Keeps at most ``keep_jobs`` job folders and none older than ``keep_hours``
 (env PERSONA_VIDEO_KEEP_JOBS, default 50; PERSONA_VIDEO_KEEP_HOURS, default 24).
 A job whose manifest says ``queued`` or ``running``, or that the caller names
-as active, is never deleted, whatever its age. Uploads older than
+as active, is never deleted, whatever its age, unless its manifest has not
+changed for an hour: then it was interrupted (the server or the CLI stopped
+mid-run), and it is marked failed, saying so, and kept or deleted by the same
+rules as any finished job. Uploads older than
 ``keep_hours`` go too. Only folders named like a job (``persona_<32 hex>``)
 and files named like an upload are ever touched.
 """
@@ -30,6 +33,9 @@ ORPHAN_GRACE_S = 3600.0
 _JOB_FOLDER = re.compile(rf"^{JOB_PREFIX}[0-9a-f]{{32}}$")
 _UPLOAD_FILE = re.compile(r"^(portrait|voice)_[0-9a-f]{32}\.(png|wav)$")
 _IN_PROGRESS = ("queued", "running")
+#: A queued or running job whose manifest has not changed for this long was interrupted: every
+#: stage rewrites the manifest, and none takes anywhere near this long, seconds.
+STALE_IN_PROGRESS_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -58,14 +64,34 @@ class RetentionPolicy:
         return cls(keep_jobs, keep_hours)
 
 
-def _job_info(folder: Path) -> tuple[str | None, float]:
-    """(manifest state or None when there is no readable manifest, created time in epoch seconds)."""
+def _job_info(folder: Path) -> tuple[dict | None, float, float]:
+    """(the manifest or None when there is none readable, created time and the manifest's last
+    change, epoch seconds)."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        path = folder / "manifest.json"
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        touched = path.stat().st_mtime
     except (OSError, ValueError):
-        return None, folder.stat().st_mtime
+        return None, folder.stat().st_mtime, folder.stat().st_mtime
     created = manifest.get("created")
-    return str(manifest.get("state")), float(created) if isinstance(created, (int, float)) else folder.stat().st_mtime
+    return manifest, float(created) if isinstance(created, (int, float)) else folder.stat().st_mtime, touched
+
+
+def _mark_interrupted(folder: Path, manifest: dict, now: float) -> None:
+    """Say in a stale job's manifest that it was interrupted, so its status stops claiming it runs."""
+    from .types import write_json_atomic
+
+    stage = manifest.get("current_stage") or ""
+    following = {"": "script", "script": "speech", "speech": "motion", "motion": "governor", "governor": "video"}
+    manifest["state"] = "failed"
+    manifest["finished"] = now
+    manifest["error"] = {
+        "code": "interrupted",
+        "stage": following.get(stage, stage),
+        "message": "interrupted: the server (or the command) stopped while this job ran; generate it again",
+    }
+    write_json_atomic(folder / "manifest.json", manifest)
+    logger.info("job %s was interrupted mid-run; marked failed", folder.name)
 
 
 def apply_retention(
@@ -87,11 +113,16 @@ def apply_retention(
     for folder in root.iterdir():
         if not folder.is_dir() or not _JOB_FOLDER.match(folder.name):
             continue
+        job_id = folder.name.removeprefix(JOB_PREFIX)
         try:
-            state, created = _job_info(folder)
+            manifest, created, touched = _job_info(folder)
+            state = None if manifest is None else str(manifest.get("state"))
+            if state in _IN_PROGRESS and job_id not in active and now - touched > STALE_IN_PROGRESS_S:
+                _mark_interrupted(folder, manifest, now)
+                state = "failed"
         except OSError:  # removed meanwhile
             continue
-        jobs.append((created, folder.name.removeprefix(JOB_PREFIX), folder, state))
+        jobs.append((created, job_id, folder, state))
     jobs.sort(reverse=True)  # newest first
     max_age_s = policy.keep_hours * 3600.0
     deleted: list[str] = []

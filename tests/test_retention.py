@@ -85,3 +85,30 @@ def test_policy_from_environment(monkeypatch):
     monkeypatch.setenv("PERSONA_VIDEO_KEEP_JOBS", "0")
     with pytest.raises(ValueError, match="must be at least 1 job"):
         RetentionPolicy.from_env()
+
+
+def test_a_job_left_running_by_a_crash_is_marked_interrupted_and_ages_out(tmp_path):
+    now = time.time()
+    crashed = make_job(tmp_path, "running", age_h=30, now=now)
+    running = make_job(tmp_path, "running", age_h=30, now=now)
+    queued_here = make_job(tmp_path, "queued", age_h=30, now=now)
+    hours_ago = now - 2 * HOUR_S
+    for job_id in (crashed, queued_here):  # no stage has rewritten their manifests for two hours
+        os.utime(tmp_path / f"persona_{job_id}" / "manifest.json", (hours_ago, hours_ago))
+    deleted = apply_retention(RetentionPolicy(keep_jobs=50, keep_hours=24), tmp_path, active={queued_here}, now=now)
+    assert deleted == [crashed]  # older than the age limit once it no longer counts as running
+    assert {running, queued_here} <= {p.name.removeprefix("persona_") for p in tmp_path.glob("persona_*")}
+    assert Job.open(running, tmp_path).manifest["state"] == "running"  # still being written: untouched
+    assert Job.open(queued_here, tmp_path).manifest["state"] == "queued"  # the queue holds it
+
+
+def test_an_interrupted_job_says_so_when_asked(tmp_path):
+    now = time.time()
+    crashed = make_job(tmp_path, "running", age_h=1, now=now)
+    Job.open(crashed, tmp_path).record_stage("speech", "hibari", 0.2)
+    hours_ago = now - 2 * HOUR_S
+    os.utime(tmp_path / f"persona_{crashed}" / "manifest.json", (hours_ago, hours_ago))
+    assert apply_retention(RetentionPolicy(keep_jobs=50, keep_hours=24), tmp_path, now=now) == []
+    manifest = Job.open(crashed, tmp_path).manifest
+    assert manifest["state"] == "failed" and manifest["error"]["code"] == "interrupted"
+    assert manifest["error"]["stage"] == "motion" and "generate it again" in manifest["error"]["message"]
