@@ -314,3 +314,19 @@ def test_uploaded_bytes_decode_and_huge_photos_shrink(astronaut):
     decoded = decode_portrait(png_bytes(big), name="big.png")
     assert max(decoded.shape[:2]) == 1600
     assert np.array_equal(load_portrait(png_bytes(astronaut)), astronaut)
+
+
+def test_drawn_teeth_take_the_portraits_light(animators):
+    from persona_video.render.mouth import _TEETH_RGB, teeth_colour
+
+    points = animators["grace_hopper"].rest_points
+    grey = np.full((512, 512, 3), 128, dtype=np.uint8)
+    assert np.allclose(teeth_colour(grey, points, 256.0), _TEETH_RGB, atol=0.5)
+    warm = np.zeros_like(grey)
+    warm[:] = (210, 140, 100)
+    tinted = teeth_colour(warm, points, 256.0)
+    assert tinted[0] > _TEETH_RGB[0] - 1 and tinted[2] < _TEETH_RGB[2] - 10  # warmer, still light
+    assert tinted.min() > 150 and tinted.max() <= 255
+    # the shipped portrait is a warm photograph: its drawn teeth are warmer than neutral ivory
+    rest = animators["grace_hopper"].mouth_rest.teeth_rgb
+    assert rest[0] / rest[2] > _TEETH_RGB[0] / _TEETH_RGB[2]

@@ -158,7 +158,7 @@ class PortraitAnimator:
         face_uv = self.face.to_face(points[:NUM_FACE_VERTICES])
         self.mesh.depth[:NUM_FACE_VERTICES] = _posing_depth(face_uv, depth[:NUM_FACE_VERTICES], face_h)
         self.mesh.depth[NUM_FACE_VERTICES:] = -0.15 * face_h
-        self.mouth_rest = MouthRest.from_points(points, self.face.down, face_h)
+        self.mouth_rest = MouthRest.from_points(points, self.face.down, face_h, self.image)
         lo = np.floor(self.rest_vertices.min(axis=0)).astype(int)
         hi = np.ceil(self.rest_vertices.max(axis=0)).astype(int) + 1
         x0, y0 = max(lo[0], 0), max(lo[1], 0)

@@ -18,7 +18,7 @@ comes back pixel for pixel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -62,7 +62,8 @@ class MouthRest:
 
     upper_x, upper_y / lower_x, lower_y: (11,) lip lines sorted by x; centre_x, half_w:
     the mouth's middle and half width; face_h: pixels; own_interior: whether the lips
-    are apart at rest, so the portrait's own teeth are shown instead of drawn ones.
+    are apart at rest, so the portrait's own teeth are shown instead of drawn ones;
+    teeth_rgb: (3,) float32 the drawn teeth's colour, lit like the portrait's skin.
     """
 
     upper_x: np.ndarray
@@ -73,16 +74,45 @@ class MouthRest:
     half_w: float
     face_h: float
     own_interior: bool
+    teeth_rgb: np.ndarray = field(default_factory=lambda: _TEETH_RGB.copy())
 
     @classmethod
-    def from_points(cls, points: np.ndarray, down: np.ndarray, face_h: float) -> MouthRest:
-        """points: (≥468, 2) rest landmarks in frame pixels; down: (2,) unit vector; face_h: pixels."""
+    def from_points(cls, points: np.ndarray, down: np.ndarray, face_h: float,
+                    image: np.ndarray | None = None) -> MouthRest:
+        """points: (≥468, 2) rest landmarks in frame pixels; down: (2,) unit vector; face_h: pixels;
+        image: the framed portrait (H, W, 3) uint8, whose cheeks give the light the teeth take."""
         upper_x, upper_y = _line(points[list(UPPER_INNER_LIP)])
         lower_x, lower_y = _line(points[list(LOWER_INNER_LIP)])
         corners = points[[UPPER_INNER_LIP[0], UPPER_INNER_LIP[-1]], 0]
         own = inner_gap_px(points, down) > OWN_INTERIOR_MIN_GAP_FACE_H * face_h
+        teeth = _TEETH_RGB if image is None else teeth_colour(image, points, face_h)
         return cls(upper_x, upper_y, lower_x, lower_y, float(corners.mean()),
-                   max(0.5 * float(abs(corners[1] - corners[0])), 1.0), float(face_h), bool(own))
+                   max(0.5 * float(abs(corners[1] - corners[0])), 1.0), float(face_h), bool(own), teeth)
+
+
+#: Cheek landmarks whose surroundings sample the portrait's skin (light and colour cast).
+_CHEEKS = (50, 280, 101, 330)
+#: How much of the skin's colour cast the drawn teeth take, as an exponent on its ratio to grey.
+TEETH_CAST = 0.3
+
+
+def teeth_colour(image: np.ndarray, points: np.ndarray, face_h: float) -> np.ndarray:
+    """(3,) float32: ivory under the portrait's light. A neutral colour drawn into a warm photo
+    reads grey-blue beside the skin; the skin's cast (its RGB over its own grey), softened,
+    puts the teeth under the same light."""
+    radius = max(int(0.03 * face_h), 1)
+    height, width = image.shape[:2]
+    samples = []
+    for index in _CHEEKS:
+        x, y = (int(round(v)) for v in points[index])
+        patch = image[max(y - radius, 0) : min(y + radius + 1, height), max(x - radius, 0) : min(x + radius + 1, width)]
+        if patch.size:
+            samples.append(patch.reshape(-1, 3).astype(np.float64))
+    if not samples:
+        return _TEETH_RGB.copy()
+    skin = np.median(np.concatenate(samples), axis=0)
+    cast = (np.maximum(skin, 1.0) / max(float(skin.mean()), 1.0)) ** TEETH_CAST
+    return np.clip(_TEETH_RGB * cast, 0.0, 255.0).astype(np.float32)
 
 
 def paint_mouth(
@@ -133,8 +163,8 @@ def paint_mouth(
     fill *= (1.0 - 0.55 * side**2)[..., None]
     # lower teeth: a dim band just above the lower lip, showing once the jaw is well down
     lower_h = LOWER_TEETH_FACE_H * face_h * np.clip(extra / (0.06 * face_h) - 0.4, 0.0, 1.0)
-    lower_w = np.clip(lower_h - (bottom_y - ys), 0.0, 1.0) * 0.5 * light * (1.0 - side**2)
-    fill += (0.62 * _TEETH_RGB - fill) * lower_w[..., None]
+    lower_w = np.clip(lower_h - (bottom_y - ys), 0.0, 1.0) * 0.5 * light * np.exp(-((side / 0.5) ** 2))
+    fill += (0.62 * rest.teeth_rgb - fill) * lower_w[..., None]
 
     if rest.own_interior:
         # the portrait's own teeth, mirrored upwards where the upper lip rises above them;
@@ -158,7 +188,7 @@ def paint_mouth(
         shade = (0.7 + 0.3 * np.clip(depth / np.maximum(teeth_h, 1.0), 0.0, 1.0)) * (1.0 - 0.45 * side**2)
         shade *= 1.0 - 0.12 * np.exp(-((to_gap / 0.8) ** 2))
         shade *= 1.0 - 0.35 * np.exp(-np.maximum(ys - top_y, 0.0) / 1.5)
-        teeth = _TEETH_RGB * (shade * (0.45 + 0.55 * light))[..., None]
+        teeth = rest.teeth_rgb * (shade * (0.45 + 0.55 * light))[..., None]
     fill += (teeth - fill) * teeth_w[..., None]
 
     alpha = (mask.astype(np.float32) * (1.0 / 255.0))[..., None]
