@@ -38,6 +38,7 @@ FULL_LIGHT_GAP_FACE_H = 0.05
 #: Gaps between the upper teeth from the middle outwards, in mouth half widths (incisors to premolars).
 _TOOTH_EDGES = np.array([0.0, 0.2, 0.36, 0.5, 0.62, 0.73, 0.84], dtype=np.float32)
 _TEETH_RGB = np.array([240.0, 226.0, 204.0], dtype=np.float32)
+_TEETH_SHADOW_RGB = np.array([70.0, 30.0, 30.0], dtype=np.float32)
 _CAVITY_TOP_RGB = np.array([34.0, 12.0, 14.0], dtype=np.float32)
 _CAVITY_BOTTOM_RGB = np.array([82.0, 30.0, 32.0], dtype=np.float32)
 _TONGUE_RGB = np.array([150.0, 72.0, 74.0], dtype=np.float32)
@@ -188,7 +189,10 @@ def paint_mouth(
         shade = (0.7 + 0.3 * np.clip(depth / np.maximum(teeth_h, 1.0), 0.0, 1.0)) * (1.0 - 0.45 * side**2)
         shade *= 1.0 - 0.12 * np.exp(-((to_gap / 0.8) ** 2))
         shade *= 1.0 - 0.35 * np.exp(-np.maximum(ys - top_y, 0.0) / 1.5)
-        teeth = rest.teeth_rgb * (shade * (0.45 + 0.55 * light))[..., None]
+        # shaded towards the mouth's warm dark (light bounced off lips and gums), not towards
+        # black: darkened ivory beside red lips reads olive
+        lit = (shade * (0.65 + 0.35 * light))[..., None]
+        teeth = _TEETH_SHADOW_RGB + (rest.teeth_rgb - _TEETH_SHADOW_RGB) * lit
     fill += (teeth - fill) * teeth_w[..., None]
 
     alpha = (mask.astype(np.float32) * (1.0 / 255.0))[..., None]
