@@ -144,7 +144,10 @@ def create_server(blocks: Any = None, *, queue: JobQueue | None = None, max_body
     queue: the job queue (default: PERSONA_VIDEO_QUEUE_SIZE waiting jobs, retention after each job).
     max_body_bytes: request size limit under /api (default PERSONA_VIDEO_MAX_UPLOAD_MB).
     """
+    from .frame_cache import budget_bytes
+
     policy = RetentionPolicy.from_env()  # a bad setting stops the server at start, not later
+    budget_bytes()  # the same for PERSONA_VIDEO_FRAME_CACHE_MB
     queue = queue or JobQueue(after_each=lambda active: apply_retention(policy, active=active))
 
     @asynccontextmanager

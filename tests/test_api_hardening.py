@@ -237,3 +237,15 @@ def test_voice_upload_without_xtts_uses_the_default_voice_with_a_notice(client):
     status = wait_for(client, client.post("/api/jobs", json=body).json()["job_id"])
     assert status["state"] == "done"
     assert any("voice cloning (XTTS) is not available here" in n for n in status["notices"])
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PERSONA_VIDEO_FRAME_CACHE_MB", "lots"), ("PERSONA_VIDEO_KEEP_JOBS", "0"), ("PERSONA_VIDEO_QUEUE_SIZE", "x")],
+)
+def test_a_bad_setting_stops_the_server_at_start_naming_it(monkeypatch, name, value):
+    from persona_video.server import create_server
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        create_server()
