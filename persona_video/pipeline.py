@@ -20,7 +20,7 @@ from typing import Any
 
 from . import stages
 from .errors import PersonaVideoError, StageError
-from .governor import GovernorConfig
+from .governor import FULL_3DMM_MIN_DIMS, GovernorConfig
 from .jobs import Job
 from .personas import Persona, load_persona
 from .script import script_from_text, write_script
@@ -207,7 +207,7 @@ def _reuse_notice(reused: int, governed: MotionTrack) -> str:
         return f"{reused} of {governed.num_frames} frames had the same motion as before and were reused."
     why = " (expression clamp and pose smoothing act only on SadTalker's 257-dim motion)"
     return "The motion is the same as in the last render, so the video is unchanged" + (
-        why if governed.coeffs.shape[1] < 200 else ""
+        why if governed.coeffs.shape[1] < FULL_3DMM_MIN_DIMS else ""
     ) + "."
 
 

@@ -357,16 +357,10 @@ def _render_ahead(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import cv2
-
     from .encode import rgb_to_yuv
 
     def draw(index: int) -> np.ndarray:
-        frame = animator.render_frame(coeffs[index])
-        if store is None:
-            return rgb_to_yuv(frame)
-        cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420, dst=store[index])
-        return store[index]
+        return rgb_to_yuv(animator.render_frame(coeffs[index]), None if store is None else store[index])
 
     # frames to draw are handed to the pool up to RENDER_AHEAD ahead of the encoder, counting
     # only those: a stretch of reused frames does not hold up drawing the changed ones after it

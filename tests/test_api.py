@@ -9,9 +9,9 @@ import pytest
 from api_support import isolate, wait_for
 from fastapi.testclient import TestClient
 
-from persona_video.encode import probe
 from persona_video.jobs import Job
 from persona_video.pipeline import Request, run
+from persona_video.probe import probe
 from persona_video.server import create_server
 
 SHORT = "So, [pause 0.3] this is *seriously* fast."

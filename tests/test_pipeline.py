@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from persona_video.encode import probe
 from persona_video.errors import InputError, NotFoundError, StageError
 from persona_video.jobs import JOB_FILES, Job
 from persona_video.pipeline import Request, rerender, run, speak_script
+from persona_video.probe import probe
 
 SHORT = "So, [pause 0.4] this is *seriously* fast. It costs *599 dollars*."
 
