@@ -13,27 +13,20 @@ video; 0 turns the cache off). A longer video is simply not kept.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .settings import env_number
+
 DEFAULT_BUDGET_MB = 512
 
 
 def budget_bytes() -> int:
     """PERSONA_VIDEO_FRAME_CACHE_MB in bytes (default 512 MB; 0 disables the cache)."""
-    raw = os.environ.get("PERSONA_VIDEO_FRAME_CACHE_MB", "").strip() or str(DEFAULT_BUDGET_MB)
-    try:
-        megabytes = float(raw)
-    except ValueError as e:
-        raise ValueError(
-            f"PERSONA_VIDEO_FRAME_CACHE_MB = {raw!r} is not a number: set it to e.g. 512, or 0 for off"
-        ) from e
-    if megabytes < 0:
-        raise ValueError(f"PERSONA_VIDEO_FRAME_CACHE_MB = {raw} must be 0 or more")
+    megabytes = env_number("PERSONA_VIDEO_FRAME_CACHE_MB", DEFAULT_BUDGET_MB, example="512, or 0 for off", minimum=0)
     return int(megabytes * 1024 * 1024)
 
 

@@ -12,7 +12,6 @@ that connects late replays the past ones and then follows the live ones.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PersonaVideoError
+from .settings import env_number
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,7 @@ class QueueFull(PersonaVideoError):
 
 def queue_size_from_env() -> int:
     """PERSONA_VIDEO_QUEUE_SIZE as an int >= 0 (default 4)."""
-    raw = os.environ.get("PERSONA_VIDEO_QUEUE_SIZE", "").strip() or str(DEFAULT_QUEUE_SIZE)
-    try:
-        size = int(raw)
-    except ValueError as e:
-        raise ValueError(f"PERSONA_VIDEO_QUEUE_SIZE = {raw!r} is not a whole number: set it to e.g. 4") from e
-    if size < 0:
-        raise ValueError(f"PERSONA_VIDEO_QUEUE_SIZE = {size} must be 0 or more")
-    return size
+    return int(env_number("PERSONA_VIDEO_QUEUE_SIZE", DEFAULT_QUEUE_SIZE, example="4", whole=True, minimum=0))
 
 
 def summarize(event: Any) -> dict[str, Any]:
@@ -237,13 +230,11 @@ class JobBusy(PersonaVideoError):
     status_code = 409
 
 
-_NEXT_STAGE = {"": "script", "script": "speech", "speech": "motion", "motion": "governor", "governor": "video"}
-
-
 def _current_stage(task: Task) -> str:
     """The stage that was running when a task failed: the one after its last event."""
-    last = task.events[-1]["stage"] if task.events else ("" if task.kind == "generate" else "motion")
-    return _NEXT_STAGE.get(last, last)
+    from .jobs import stage_after
+
+    return stage_after(task.events[-1]["stage"] if task.events else ("" if task.kind == "generate" else "motion"))
 
 
 def error_code(error: PersonaVideoError) -> str:

@@ -52,6 +52,16 @@ JOB_FILES = (
 )
 
 
+#: The stage that runs after each one ("" = none has finished yet).
+_NEXT_STAGE = {"": "script", "script": "speech", "speech": "motion", "motion": "governor", "governor": "video"}
+
+
+def stage_after(finished: str | None) -> str:
+    """The stage that was running once ``finished`` (or none, for None or "") had ended."""
+    finished = finished or ""
+    return _NEXT_STAGE.get(finished, finished)
+
+
 def outputs_dir() -> Path:
     return Path(os.environ.get("PERSONA_VIDEO_OUTPUTS", "outputs")).resolve()
 
@@ -162,8 +172,9 @@ class Job:
             self.manifest.update(extra)
             self.save_manifest()
 
-    def fail(self, stage: str, message: str) -> None:
-        self.set_state("failed", error={"stage": stage, "message": message}, finished=time.time())
+    def fail(self, stage: str, message: str, code: str | None = None) -> None:
+        error = {"stage": stage, "message": message} | ({"code": code} if code else {})
+        self.set_state("failed", error=error, finished=time.time())
 
     def save_manifest(self) -> None:
         write_json_atomic(self.folder / "manifest.json", self.manifest)

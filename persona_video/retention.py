@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .jobs import JOB_PREFIX, outputs_dir
+from .errors import NotFoundError
+from .jobs import JOB_PREFIX, Job, outputs_dir, stage_after
+from .settings import env_number
 
 logger = logging.getLogger(__name__)
 
@@ -46,22 +47,9 @@ class RetentionPolicy:
     @classmethod
     def from_env(cls) -> RetentionPolicy:
         """The policy from PERSONA_VIDEO_KEEP_JOBS / PERSONA_VIDEO_KEEP_HOURS; ValueError naming a bad one."""
-        jobs_raw = os.environ.get("PERSONA_VIDEO_KEEP_JOBS", "").strip() or str(DEFAULT_KEEP_JOBS)
-        hours_raw = os.environ.get("PERSONA_VIDEO_KEEP_HOURS", "").strip() or str(DEFAULT_KEEP_HOURS)
-        try:
-            keep_jobs = int(jobs_raw)
-        except ValueError as e:
-            raise ValueError(f"PERSONA_VIDEO_KEEP_JOBS = {jobs_raw!r} is not a whole number: set e.g. 50") from e
-        try:
-            keep_hours = float(hours_raw)
-        except ValueError as e:
-            raise ValueError(f"PERSONA_VIDEO_KEEP_HOURS = {hours_raw!r} is not a number: set e.g. 24") from e
-        if keep_jobs < 1 or not keep_hours > 0:
-            raise ValueError(
-                f"PERSONA_VIDEO_KEEP_JOBS = {keep_jobs} and PERSONA_VIDEO_KEEP_HOURS = {keep_hours} "
-                "must be at least 1 job and more than 0 hours"
-            )
-        return cls(keep_jobs, keep_hours)
+        keep_jobs = env_number("PERSONA_VIDEO_KEEP_JOBS", DEFAULT_KEEP_JOBS, example="50", whole=True, minimum=1)
+        keep_hours = env_number("PERSONA_VIDEO_KEEP_HOURS", DEFAULT_KEEP_HOURS, example="24", positive=True)
+        return cls(int(keep_jobs), keep_hours)
 
 
 def _job_info(folder: Path) -> tuple[dict | None, float, float]:
@@ -77,21 +65,12 @@ def _job_info(folder: Path) -> tuple[dict | None, float, float]:
     return manifest, float(created) if isinstance(created, (int, float)) else folder.stat().st_mtime, touched
 
 
-def _mark_interrupted(folder: Path, manifest: dict, now: float) -> None:
+def _mark_interrupted(root: Path, job_id: str) -> None:
     """Say in a stale job's manifest that it was interrupted, so its status stops claiming it runs."""
-    from .types import write_json_atomic
-
-    stage = manifest.get("current_stage") or ""
-    following = {"": "script", "script": "speech", "speech": "motion", "motion": "governor", "governor": "video"}
-    manifest["state"] = "failed"
-    manifest["finished"] = now
-    manifest["error"] = {
-        "code": "interrupted",
-        "stage": following.get(stage, stage),
-        "message": "interrupted: the server (or the command) stopped while this job ran; generate it again",
-    }
-    write_json_atomic(folder / "manifest.json", manifest)
-    logger.info("job %s was interrupted mid-run; marked failed", folder.name)
+    job = Job.open(job_id, root)
+    message = "interrupted: the server (or the command) stopped while this job ran; generate it again"
+    job.fail(stage_after(job.manifest.get("current_stage")), message, code="interrupted")
+    logger.info("job %s was interrupted mid-run; marked failed", job_id)
 
 
 def apply_retention(
@@ -118,9 +97,9 @@ def apply_retention(
             manifest, created, touched = _job_info(folder)
             state = None if manifest is None else str(manifest.get("state"))
             if state in _IN_PROGRESS and job_id not in active and now - touched > STALE_IN_PROGRESS_S:
-                _mark_interrupted(folder, manifest, now)
+                _mark_interrupted(root, job_id)
                 state = "failed"
-        except OSError:  # removed meanwhile
+        except (OSError, NotFoundError):  # removed meanwhile
             continue
         jobs.append((created, job_id, folder, state))
     jobs.sort(reverse=True)  # newest first

@@ -29,6 +29,7 @@ from .api import router
 from .errors import PersonaVideoError
 from .job_queue import JobQueue, QueueFull, error_code
 from .retention import RetentionPolicy, apply_retention
+from .settings import env_number
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +38,7 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 
 
 def max_body_bytes_from_env() -> int:
-    raw = os.environ.get("PERSONA_VIDEO_MAX_UPLOAD_MB", "").strip() or str(DEFAULT_MAX_UPLOAD_MB)
-    try:
-        megabytes = float(raw)
-    except ValueError as e:
-        raise ValueError(f"PERSONA_VIDEO_MAX_UPLOAD_MB = {raw!r} is not a number: set e.g. 20") from e
+    megabytes = env_number("PERSONA_VIDEO_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB, example="20", positive=True)
     return int(megabytes * 1024 * 1024)
 
 

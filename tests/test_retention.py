@@ -83,7 +83,7 @@ def test_policy_from_environment(monkeypatch):
     with pytest.raises(ValueError, match="PERSONA_VIDEO_KEEP_JOBS = 'lots' is not a whole number"):
         RetentionPolicy.from_env()
     monkeypatch.setenv("PERSONA_VIDEO_KEEP_JOBS", "0")
-    with pytest.raises(ValueError, match="must be at least 1 job"):
+    with pytest.raises(ValueError, match="PERSONA_VIDEO_KEEP_JOBS = 0 must be 1 or more"):
         RetentionPolicy.from_env()
 
 

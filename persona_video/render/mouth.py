@@ -18,7 +18,7 @@ comes back pixel for pixel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -75,7 +75,7 @@ class MouthRest:
     half_w: float
     face_h: float
     own_interior: bool
-    teeth_rgb: np.ndarray = field(default_factory=lambda: _TEETH_RGB.copy())
+    teeth_rgb: np.ndarray
 
     @classmethod
     def from_points(cls, points: np.ndarray, down: np.ndarray, face_h: float,

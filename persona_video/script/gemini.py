@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import InputError, ServiceError
 from ..personas import Persona
+from ..settings import env_number
 from ..types import ScriptIntent
 from .llm_common import SEGMENTS_SCHEMA, segments_from_json, system_instruction, user_message
 
@@ -74,15 +75,10 @@ class GeminiSettings:
         api_key = env.get("GEMINI_API_KEY", "").strip()
         if not api_key:
             return None
-        raw_timeout = env.get("PERSONA_VIDEO_GEMINI_TIMEOUT_S", "").strip() or str(DEFAULT_TIMEOUT_S)
-        try:
-            timeout_s = float(raw_timeout)
-        except ValueError as e:
-            raise InputError(
-                f"PERSONA_VIDEO_GEMINI_TIMEOUT_S = {raw_timeout!r} is not a number: set it to seconds, e.g. 30"
-            ) from e
-        if not timeout_s > 0:
-            raise InputError(f"PERSONA_VIDEO_GEMINI_TIMEOUT_S = {raw_timeout!r} must be more than 0 seconds")
+        timeout_s = env_number(
+            "PERSONA_VIDEO_GEMINI_TIMEOUT_S", DEFAULT_TIMEOUT_S, example="30 (seconds)", positive=True, env=env,
+            error=InputError,
+        )
         return cls(
             api_key=api_key,
             model=env.get("PERSONA_VIDEO_GEMINI_MODEL", "").strip() or DEFAULT_MODEL,

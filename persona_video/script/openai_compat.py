@@ -29,6 +29,7 @@ import httpx
 
 from ..errors import InputError, ServiceError
 from ..personas import Persona
+from ..settings import env_number
 from ..types import ScriptIntent
 from .llm_common import segments_from_json, system_instruction, user_message
 
@@ -71,15 +72,10 @@ class OpenAISettings:
                 f"PERSONA_VIDEO_LLM_BASE_URL = {base_url!r} must start with http:// or https://, "
                 "e.g. http://127.0.0.1:11434/v1"
             )
-        raw_timeout = env.get("PERSONA_VIDEO_LLM_TIMEOUT_S", "").strip() or str(DEFAULT_TIMEOUT_S)
-        try:
-            timeout_s = float(raw_timeout)
-        except ValueError as e:
-            raise InputError(
-                f"PERSONA_VIDEO_LLM_TIMEOUT_S = {raw_timeout!r} is not a number: set it to seconds, e.g. 60"
-            ) from e
-        if not timeout_s > 0:
-            raise InputError(f"PERSONA_VIDEO_LLM_TIMEOUT_S = {raw_timeout!r} must be more than 0 seconds")
+        timeout_s = env_number(
+            "PERSONA_VIDEO_LLM_TIMEOUT_S", DEFAULT_TIMEOUT_S, example="60 (seconds)", positive=True, env=env,
+            error=InputError,
+        )
         return cls(
             base_url=base_url.rstrip("/"),
             model=model,
