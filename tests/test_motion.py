@@ -144,7 +144,10 @@ def test_without_phonemes_the_audio_still_drives_the_mouth(any_voice):
     r, lag = best_lag(jaw, loudness_db(speech.audio, speech.sample_rate, len(jaw)))
     assert r >= 0.55 and -2 <= lag <= 1, (r, lag)
     loud = loudness_db(speech.audio, speech.sample_rate, len(jaw))
-    assert jaw[(speech.timing.frame_intents == 0.0) & (loud < loud.max() - 30.0)].max() < 0.05
+    silent = loud < loud.max() - 30.0
+    # the mouth may lead or trail the voice by one frame; inside silence it is shut
+    inside = silent & np.roll(silent, 1) & np.roll(silent, -1)
+    assert jaw[(speech.timing.frame_intents == 0.0) & inside].max() < 0.05
 
 
 def test_blinks_are_full_shared_and_at_a_natural_rate(speech):

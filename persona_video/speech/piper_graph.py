@@ -1,0 +1,112 @@
+"""Piper's ONNX voice, rewired so that one seed gives one waveform.
+
+A Piper (VITS) voice draws two noise tensors inside its graph with
+``RandomNormalLike``: one for the duration predictor and one for the flow.
+onnxruntime seeds those from the clock, so the same text sounds a little
+different every run, and a request's seed could not reproduce its audio.
+:func:`load_seeded` replaces each draw with a slice of a graph input that
+the caller fills from ``numpy.random.default_rng(seed)``, and marks the
+duration tensor (the ``Ceil`` of the predicted widths) as an output, so the
+phoneme alignments come from the same call. Everything else in the graph is
+unchanged: same voice, same speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Noise handed to the flow per phoneme id at first, in model frames times channels
+#: (speech runs about 3 frames per id); doubled and retried when a phrase needs more.
+_FLOW_FRAMES_PER_ID = 8
+
+
+@dataclass
+class SeededPiper:
+    """An onnxruntime session over a Piper voice whose noise comes from its inputs."""
+
+    session: object  # onnxruntime.InferenceSession
+    noise_inputs: tuple[str, ...]  # in graph order: duration predictor, then flow
+    noise_widths: tuple[int, ...]  # channels of each noise tensor (its size per id or per frame)
+    hop_length: int
+
+    def run(self, ids: list[int], scales: tuple[float, float, float], seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(audio float32 (num_samples,), samples per phoneme id int64 (num_ids,))."""
+        feed = {
+            "input": np.asarray([ids], dtype=np.int64),
+            "input_lengths": np.asarray([len(ids)], dtype=np.int64),
+            "scales": np.asarray(scales, dtype=np.float32),
+        }
+        frames_per_id = _FLOW_FRAMES_PER_ID
+        while True:
+            rng = np.random.default_rng(seed)
+            for name, width in zip(self.noise_inputs, self.noise_widths, strict=True):
+                per_id = 1 if name == self.noise_inputs[0] else frames_per_id
+                feed[name] = rng.standard_normal(width * per_id * len(ids), dtype=np.float32)
+            try:
+                audio, widths = self.session.run(None, feed)
+            except Exception as exc:  # the flow needs more noise than was given (a very slow phrase)
+                if "Reshape" not in str(exc) or frames_per_id >= 512:
+                    raise
+                frames_per_id *= 4
+                continue
+            samples = (widths.reshape(-1) * self.hop_length).astype(np.int64)
+            return np.asarray(audio, dtype=np.float32).reshape(-1), samples
+
+
+def load_seeded(model_path: str, hop_length: int) -> SeededPiper:
+    """Load a Piper voice model with its noise draws turned into inputs (needs ``onnx``)."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    model = onnx.load(model_path)
+    graph = model.graph
+    nodes = []
+    noise_inputs: list[str] = []
+    for node in graph.node:
+        if node.op_type != "RandomNormalLike":
+            nodes.append(node)
+            continue
+        name = f"persona_video_noise_{len(noise_inputs)}"
+        noise_inputs.append(name)
+        like, out = node.input[0], node.output[0]
+        # out = reshape(noise[: size(like)], shape(like))
+        nodes += [
+            helper.make_node("Shape", [like], [f"{name}/shape"]),
+            helper.make_node("Size", [like], [f"{name}/size"]),
+            helper.make_node("Unsqueeze", [f"{name}/size", f"{name}/axis"], [f"{name}/end"]),
+            helper.make_node("Slice", [name, f"{name}/start", f"{name}/end"], [f"{name}/flat"]),
+            helper.make_node("Reshape", [f"{name}/flat", f"{name}/shape"], [out]),
+        ]
+        graph.initializer.extend(
+            [
+                helper.make_tensor(f"{name}/axis", TensorProto.INT64, [1], [0]),
+                helper.make_tensor(f"{name}/start", TensorProto.INT64, [1], [0]),
+            ]
+        )
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None]))
+    ceil = [out for node in graph.node if node.op_type == "Ceil" for out in node.output]
+    if len(noise_inputs) != 2 or len(ceil) != 1:
+        raise ValueError(
+            f"{model_path} is not a Piper VITS voice as expected "
+            f"({len(noise_inputs)} noise draws and {len(ceil)} duration tensors; want 2 and 1)"
+        )
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.output.append(helper.make_tensor_value_info(ceil[0], TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # the duration predictor's noise has 2 channels per id; the flow's has one per latent channel
+    flow_channels = _flow_channels(model)
+    return SeededPiper(session, tuple(noise_inputs), (2, flow_channels), hop_length)
+
+
+def _flow_channels(model) -> int:
+    """Latent channels of the flow (192 in every Piper voice size), read from the prior's projection."""
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.name.endswith("proj.weight") and "enc_p" in tensor.name:
+            return int(numpy_helper.to_array(tensor).shape[0]) // 2
+    return 192
