@@ -133,3 +133,17 @@ def test_bad_voice_and_empty_script():
         synthesize_with_intent(intent, persona, voice="morgan")
     with pytest.raises(InputError, match="backend"):
         synthesize_with_intent(intent, persona, backend="espeak")
+
+
+def test_piper_noise_grows_for_a_slow_phrase_without_changing_the_take(monkeypatch):
+    from persona_video.speech import piper_graph
+    from persona_video.speech.voices import get_voice
+
+    voice = get_voice("joe")
+    ids = [1, 0] + [voice._piper.config.phoneme_id_map["a"][0], 0] * 40 + [2]
+    scales = (0.667, 3.0, 0.8)
+    audio, samples = voice._model.run(ids, scales, seed=4)
+    monkeypatch.setattr(piper_graph, "_FLOW_FRAMES_PER_ID", 1)  # too little noise: the first try fails
+    retried, retried_samples = voice._model.run(ids, scales, seed=4)
+    assert np.array_equal(audio, retried) and np.array_equal(samples, retried_samples)
+    assert samples.sum() == len(audio) > 256 * len(ids)  # the phrase did need more than 1 frame per id
