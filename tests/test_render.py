@@ -229,8 +229,9 @@ def test_the_fast_inverse_warp_matches_the_exact_one(animators, name):
     inside = ~np.isnan(exact[..., 0])
     error = np.linalg.norm(fast - exact, axis=2)[inside]
     assert inside.mean() > 0.8
-    # sub-pixel almost everywhere; the rare larger errors sit on the few creases of the field
-    assert np.median(error) < 0.01 and np.percentile(error, 99) < 1.0 and np.percentile(error, 99.9) < 6.0
+    # a fiftieth of a pixel for most pixels (the field is sampled every FIELD_STEP pixels and
+    # upsampled linearly); the rare larger errors sit on the few creases of the field
+    assert np.median(error) < 0.02 and np.percentile(error, 99) < 1.0 and np.percentile(error, 99.9) < 6.0
 
 
 @pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])

@@ -46,7 +46,7 @@ CROP_CENTRE_DROP = 0.12
 SEED_ITERATIONS = 2
 INVERSE_ITERATIONS = 1
 #: The displacement field is computed on a grid this many pixels apart and upsampled.
-FIELD_STEP = 2
+FIELD_STEP = 4
 #: Share of the face mesh's depth detail (nose, brows) kept when posing, 0..1.
 DEPTH_DETAIL = 0.3
 RELIEF_BLUR_FACE_H = 0.05
@@ -163,30 +163,34 @@ class PortraitAnimator:
         hi = np.ceil(self.rest_vertices.max(axis=0)).astype(int) + 1
         x0, y0 = max(lo[0], 0), max(lo[1], 0)
         x1, y1 = min(hi[0], self.width), min(hi[1], self.height)
-        # even box sides, so the half-resolution field upsamples exactly
-        x0, y0 = max(x0 - (x1 - x0) % 2, 0), max(y0 - (y1 - y0) % 2, 0)
-        x1, y1 = x1 + (x1 - x0) % 2, y1 + (y1 - y0) % 2
         self.box = (x0, y0, x1, y1)
-        self.matrix = pixel_matrix(self.mesh, self.box, step=FIELD_STEP)
-        coarse_h, coarse_w = (y1 - y0) // FIELD_STEP, (x1 - x0) // FIELD_STEP
+        # the field's grid: one point per FIELD_STEP pixels, an even number each way (the seed grid
+        # halves it), covering the box and up to 2 * FIELD_STEP - 1 pixels past its far edges,
+        # which are cut off again after upsampling
+        coarse_w = 2 * -(-(x1 - x0) // (2 * FIELD_STEP))
+        coarse_h = 2 * -(-(y1 - y0) // (2 * FIELD_STEP))
+        grid_x1, grid_y1 = x0 + coarse_w * FIELD_STEP, y0 + coarse_h * FIELD_STEP
+        self.matrix = pixel_matrix(self.mesh, (x0, y0, grid_x1, grid_y1), step=FIELD_STEP)
         grid_y, grid_x = np.mgrid[0:coarse_h, 0:coarse_w].astype(np.float32)
         self.coarse_grid = np.dstack([grid_x, grid_y])
         grid_y, grid_x = np.mgrid[0 : coarse_h // 2, 0 : coarse_w // 2].astype(np.float32)
         self.seed_grid = np.dstack([grid_x, grid_y])
-        # the coarse grid in frame pixels: upsampling it is the identity inside the box, off by
+        # the coarse grid in frame pixels: upsampling it is the identity inside the grid, off by
         # less than a pixel on its outer rows and columns (the resize clamps), which border_fix undoes
         coarse_origin = np.array([x0, y0], dtype=np.float32) + (FIELD_STEP - 1) / 2.0
         self.coarse_pixels = (self.coarse_grid * FIELD_STEP + coarse_origin).astype(np.float32)
-        grid_y, grid_x = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        grid_y, grid_x = np.mgrid[y0:grid_y1, x0:grid_x1].astype(np.float32)
         fine_grid = np.dstack([grid_x, grid_y])
-        upsampled = cv2.resize(self.coarse_pixels, (x1 - x0, y1 - y0),
-                               interpolation=cv2.INTER_LINEAR)
-        self.border_fix = upsampled - fine_grid  # (h, w, 2), zero but for the outer FIELD_STEP // 2 rows/columns
+        upsampled = cv2.resize(self.coarse_pixels, (grid_x1 - x0, grid_y1 - y0), interpolation=cv2.INTER_LINEAR)
+        # (h, w, 2) over the grid, zero but for the outer FIELD_STEP // 2 rows/columns
+        self.border_fix = upsampled - fine_grid
         self.eye_triangles = self._eye_triangles()
         on_lips = np.zeros(len(self.rest_vertices), dtype=bool)
         on_lips[list(UPPER_INNER_LIP + LOWER_INNER_LIP)] = True
         self.lip_triangles = np.flatnonzero(on_lips[self.mesh.triangles].any(axis=1))
         self.iris_weights = self._iris_weights(points)
+        reference = self.rest_vertices[_MOUTH_REFERENCE]
+        self._skull_fit = np.linalg.pinv(np.column_stack([reference, np.ones(len(reference))]))  # (3, N)
         logger.info("animator ready: %dx%d frame, %d vertices, %d triangles, %d animated pixels",
                     self.width, self.height, len(self.rest_vertices), len(self.mesh.triangles), self.matrix.nnz // 3)
 
@@ -330,12 +334,15 @@ class PortraitAnimator:
     def render_frame(self, coeffs: np.ndarray) -> np.ndarray:
         """One frame: coeffs (70,) or (73,) -> (H, W, 3) uint8 RGB."""
         clipped = self.clip_coeffs(coeffs)
-        frame = self.image.copy()
         if not np.any(clipped):
-            return frame
+            return self.image.copy()
+        x0, y0, x1, y1 = self.box
+        # the box is drawn below; only the strips around it are the portrait's own
+        frame = np.empty_like(self.image)
+        frame[:y0], frame[y1:] = self.image[:y0], self.image[y1:]
+        frame[y0:y1, :x0], frame[y0:y1, x1:] = self.image[y0:y1, :x0], self.image[y0:y1, x1:]
         placed = self._unfolded(clipped)
         displacement = (placed - self.rest_vertices).astype(np.float32)
-        x0, y0, x1, y1 = self.box
         coarse_h, coarse_w = self.coarse_grid.shape[:2]
         # forward field on the half-resolution grid, in half-resolution units
         field = (self.matrix @ displacement).reshape(coarse_h, coarse_w, 2) * (1.0 / FIELD_STEP)
@@ -346,8 +353,8 @@ class PortraitAnimator:
         seam = self._lip_seam_pixels(placed)
         if seam is not None:
             self._exact_inverse(placed, self.lip_triangles, lookup, seam)
-        frame[y0:y1, x0:x1] = cv2.remap(self.image, lookup, None, cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REFLECT_101)
+        cv2.remap(self.image, lookup, None, cv2.INTER_LINEAR, dst=frame[y0:y1, x0:x1],
+                  borderMode=cv2.BORDER_REFLECT_101)
         paint_mouth(frame, self.image, placed, self.skull_affine(clipped), self.mouth_rest,
                     float(clipped[ex.TEETH_SHOW]))
         return frame
@@ -372,24 +379,22 @@ class PortraitAnimator:
             inverse = cv2.remap(field, cv2.subtract(self.coarse_grid, inverse), None, cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         source = cv2.scaleAdd(inverse, -float(FIELD_STEP), self.coarse_pixels)  # frame pixels
-        box_h, box_w = self.border_fix.shape[:2]
-        lookup = cv2.resize(source, (box_w, box_h), interpolation=cv2.INTER_LINEAR)
+        grid_h, grid_w = self.border_fix.shape[:2]
+        lookup = cv2.resize(source, (grid_w, grid_h), interpolation=cv2.INTER_LINEAR)
         edge = FIELD_STEP // 2
         if edge:
-            inner = slice(edge, box_h - edge)  # the corners belong to the row strips only
-            for rows, cols in ((slice(0, edge), slice(None)), (slice(box_h - edge, box_h), slice(None)),
-                               (inner, slice(0, edge)), (inner, slice(box_w - edge, box_w))):
+            inner = slice(edge, grid_h - edge)  # the corners belong to the row strips only
+            for rows, cols in ((slice(0, edge), slice(None)), (slice(grid_h - edge, grid_h), slice(None)),
+                               (inner, slice(0, edge)), (inner, slice(grid_w - edge, grid_w))):
                 lookup[rows, cols] -= self.border_fix[rows, cols]
-        return lookup
+        x0, y0, x1, y1 = self.box
+        return lookup[: y1 - y0, : x1 - x0]
 
     def skull_affine(self, coeffs: np.ndarray) -> np.ndarray:
         """(2, 3) affine map from rest pixels to the frame for points fixed to the skull (the upper
         teeth): the head pose of (70,) clipped ``coeffs`` without the expression, fitted around the mouth."""
-        rest = self.rest_vertices[_MOUTH_REFERENCE]
-        posed = self._pose(rest, coeffs, _MOUTH_REFERENCE)
-        design = np.column_stack([rest, np.ones(len(rest))])
-        solution, *_ = np.linalg.lstsq(design, posed, rcond=None)
-        return solution.T
+        posed = self._pose(self.rest_vertices[_MOUTH_REFERENCE], coeffs, _MOUTH_REFERENCE)
+        return (self._skull_fit @ posed).T  # the least-squares fit; its design is the rest points
 
     def render(self, coeffs: np.ndarray) -> Iterator[np.ndarray]:
         """Frames for a (T, 70) or (T, 73) coefficient track, one (H, W, 3) uint8 array at a time."""
