@@ -64,7 +64,9 @@ class MouthRest:
     upper_x, upper_y / lower_x, lower_y: (11,) lip lines sorted by x; centre_x, half_w:
     the mouth's middle and half width; face_h: pixels; own_interior: whether the lips
     are apart at rest, so the portrait's own teeth are shown instead of drawn ones;
-    teeth_rgb: (3,) float32 the drawn teeth's colour, lit like the portrait's skin.
+    teeth_rgb: (3,) float32 the drawn teeth's colour, lit like the portrait's skin;
+    tooth_gaps: (knots, heights) for ``np.interp``: distance from the mouth's middle -> distance
+    to the nearest gap between two drawn teeth, pixels.
     """
 
     upper_x: np.ndarray
@@ -76,6 +78,7 @@ class MouthRest:
     face_h: float
     own_interior: bool
     teeth_rgb: np.ndarray
+    tooth_gaps: tuple[np.ndarray, np.ndarray]
 
     @classmethod
     def from_points(cls, points: np.ndarray, down: np.ndarray, face_h: float,
@@ -87,8 +90,9 @@ class MouthRest:
         corners = points[[UPPER_INNER_LIP[0], UPPER_INNER_LIP[-1]], 0]
         own = inner_gap_px(points, down) > OWN_INTERIOR_MIN_GAP_FACE_H * face_h
         teeth = _TEETH_RGB if image is None else teeth_colour(image, points, face_h)
-        return cls(upper_x, upper_y, lower_x, lower_y, float(corners.mean()),
-                   max(0.5 * float(abs(corners[1] - corners[0])), 1.0), float(face_h), bool(own), teeth)
+        half_w = max(0.5 * float(abs(corners[1] - corners[0])), 1.0)
+        return cls(upper_x, upper_y, lower_x, lower_y, float(corners.mean()), half_w, float(face_h), bool(own),
+                   teeth, _distance_knots(_TOOTH_EDGES * half_w))
 
 
 #: Cheek landmarks whose surroundings sample the portrait's skin (light and colour cast).
@@ -156,17 +160,19 @@ def paint_mouth(
     extra = np.maximum(gap - rest_gap, 0.0)  # opening beyond the portrait's own
     light = np.clip(extra / (FULL_LIGHT_GAP_FACE_H * face_h), 0.0, 1.0)
 
-    # the cavity: darkest behind the upper teeth and in the corners, the tongue low in the middle
+    # Five layers, back to front, each a colour over what lies behind it: the cavity (darkest
+    # behind the upper teeth, lighter low down), the tongue low in the middle, the darkening to
+    # the corners, the lower teeth just above the lower lip, the upper teeth. Each layer is a
+    # weight, so the mix is one product of per-pixel weights and six colours.
     down_share = np.clip((ys - top_y) / np.maximum(gap, 1.0), 0.0, 1.0)
-    fill = _CAVITY_TOP_RGB + (_CAVITY_BOTTOM_RGB - _CAVITY_TOP_RGB) * (down_share**2)[..., None]
+    low = down_share**2
     tongue = np.exp(-((side / 0.55) ** 2)) * np.clip((down_share - 0.45) / 0.4, 0.0, 1.0) * (0.8 * light)
-    fill += (_TONGUE_RGB - fill) * tongue[..., None]
-    fill *= (1.0 - 0.55 * side**2)[..., None]
+    corners = 1.0 - 0.55 * side**2
     # lower teeth: a dim band just above the lower lip, showing once the jaw is well down
     lower_h = LOWER_TEETH_FACE_H * face_h * np.clip(extra / (0.06 * face_h) - 0.4, 0.0, 1.0)
     lower_w = np.clip(lower_h - (bottom_y - ys), 0.0, 1.0) * 0.5 * light * np.exp(-((side / 0.5) ** 2))
-    fill += (0.62 * rest.teeth_rgb - fill) * lower_w[..., None]
 
+    own = None
     if rest.own_interior:
         # the portrait's own teeth, mirrored upwards where the upper lip rises above them;
         # once the jaw drops, their lowest rows (the lower lip's inner edge) give way to the cavity
@@ -179,11 +185,10 @@ def paint_mouth(
         opened = np.clip((gap - rest_gap) / 3.0, 0.0, 1.0)
         feather = np.maximum(1.5 * opened, 1e-3)
         teeth_w = np.clip((rest_gap + 1.5 - 3.0 * opened - depth) / feather, 0.0, 1.0)
-        teeth = own
     else:
         teeth_h = TEETH_HEIGHT_FACE_H * face_h * (1.0 + 0.3 * min(max(teeth_show, 0.0), 1.2)) * (1.0 - 0.4 * side**2)
         # distance to the nearest gap between two teeth, pixels: faint gaps, rounded biting edges
-        to_gap = _distance_to_nearest(np.abs(src_x - rest.centre_x), _TOOTH_EDGES * rest.half_w)
+        to_gap = np.interp(np.abs(src_x - rest.centre_x), *rest.tooth_gaps).astype(np.float32)
         teeth_w = np.clip(teeth_h - 0.6 * np.exp(-((to_gap / 2.0) ** 2)) - depth, 0.0, 1.0)
         # under the upper lip's shadow, brighter towards the biting edge, darker to the sides
         shade = (0.7 + 0.3 * np.clip(depth / np.maximum(teeth_h, 1.0), 0.0, 1.0)) * (1.0 - 0.45 * side**2)
@@ -191,9 +196,22 @@ def paint_mouth(
         shade *= 1.0 - 0.35 * np.exp(-np.maximum(ys - top_y, 0.0) / 1.5)
         # shaded towards the mouth's warm dark (light bounced off lips and gums), not towards
         # black: darkened ivory beside red lips reads olive
-        lit = (shade * (0.65 + 0.35 * light))[..., None]
-        teeth = _TEETH_SHADOW_RGB + (rest.teeth_rgb - _TEETH_SHADOW_RGB) * lit
-    fill += (teeth - fill) * teeth_w[..., None]
+        lit = shade * (0.65 + 0.35 * light)
+
+    behind_teeth = 1.0 - teeth_w
+    cavity = behind_teeth * (1.0 - lower_w) * corners
+    layers = [
+        (cavity * (1.0 - tongue) * (1.0 - low), _CAVITY_TOP_RGB),
+        (cavity * (1.0 - tongue) * low, _CAVITY_BOTTOM_RGB),
+        (cavity * tongue, _TONGUE_RGB),
+        (behind_teeth * lower_w, 0.62 * rest.teeth_rgb),
+    ]
+    if own is None:
+        layers += [(teeth_w * (1.0 - lit), _TEETH_SHADOW_RGB), (teeth_w * lit, rest.teeth_rgb)]
+    weights = np.stack([weight for weight, _ in layers], axis=-1).astype(np.float32)
+    fill = weights @ np.stack([colour for _, colour in layers]).astype(np.float32)
+    if own is not None:
+        fill += own * teeth_w[..., None]
 
     alpha = (mask.astype(np.float32) * (1.0 / 255.0))[..., None]
     roi = frame[y0:y1, x0:x1].astype(np.float32)
@@ -204,18 +222,23 @@ def paint_mouth(
     frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def _distance_to_nearest(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """|values - the nearest of the sorted ``edges``|, elementwise (float32). The distance is
-    piecewise linear (zero at each edge, peaking half-way between two), so one interpolation
-    through those points gives it exactly."""
+def _distance_knots(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots for ``np.interp`` giving |value - the nearest of the sorted ``edges``| for any value
+    within 1e5 of them. The distance is piecewise linear (zero at each edge, peaking half-way
+    between two), so interpolating through those points gives it exactly."""
     edges = np.asarray(edges, dtype=np.float64)
-    far = float(np.abs(values).max()) + float(np.abs(edges).max()) + 1.0
+    far = 1e5
     middles = 0.5 * (edges[1:] + edges[:-1])
     inner = np.column_stack([edges[:-1], middles]).ravel()
     knots = np.concatenate([[edges[0] - far], inner, [edges[-1], edges[-1] + far]])
     peaks = np.column_stack([np.zeros(len(middles)), 0.5 * np.diff(edges)]).ravel()
     heights = np.concatenate([[far], peaks, [0.0, far]])
-    return np.interp(values, knots, heights).astype(np.float32)
+    return knots, heights
+
+
+def _distance_to_nearest(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """|values - the nearest of the sorted ``edges``|, elementwise (float32)."""
+    return np.interp(values, *_distance_knots(edges)).astype(np.float32)
 
 
 def _shade_seam(out: np.ndarray, ys: np.ndarray, top_y: np.ndarray, bottom_y: np.ndarray, gap: np.ndarray,
