@@ -7,7 +7,7 @@ from persona_video.script import script_from_text, validate_prompt, write_script
 from persona_video.script.annotate import annotate
 from persona_video.script.llm_common import target_words
 from persona_video.script.markup import MarkupError, normalize, parse_markup, to_markup
-from persona_video.script.offline import subject_of, write_offline
+from persona_video.script.offline import subject_of, topic_of, write_offline
 from persona_video.types import ScriptIntent, Segment
 
 SEED_EXAMPLE = "So, [pause 0.4] this new *M4 Mac Mini* is *seriously* fast."
@@ -90,7 +90,35 @@ def test_offline_writer_is_persona_styled_deterministic_and_bounded():
     assert lively.spoken_text.count("!") > calm.spoken_text.count("!")
     short = write_offline("Explain the M4 Mac Mini", mkbhd, max_tokens=200, seed=1)
     assert len(short.spoken_text.split()) <= target_words(200) < len(calm.spoken_text.split())
-    assert subject_of("Can you explain how does a heat pump work?") == "a heat pump"
+
+
+
+@pytest.mark.parametrize(
+    ("prompt", "subject", "question", "plural"),
+    [
+        ("Explain the M4 Mac Mini", "the M4 Mac Mini", "", False),
+        ("Can you please explain black holes?", "black holes", "", True),
+        ("tips for better sleep", "tips for better sleep", "", True),
+        ("Tell me about the physics of rainbows", "the physics of rainbows", "", False),
+        ("What are transformers in machine learning?", "transformers in machine learning", "", True),
+        ("what is CRISPR", "CRISPR", "", False),
+        ("Can you explain how does a heat pump work?", "how does a heat pump work",
+         "how does a heat pump work?", False),
+        ("Why is the sky blue", "why is the sky blue", "why is the sky blue?", False),
+        ("how to bake sourdough bread", "how do you bake sourdough bread", "how do you bake sourdough bread?", False),
+    ],
+)
+def test_offline_writer_reads_the_topic_and_keeps_a_question_a_question(prompt, subject, question, plural):
+    topic = topic_of(prompt)
+    assert (topic.subject, topic.question, topic.plural) == (subject, question, plural)
+    assert subject_of(prompt) == subject
+    text = write_offline(prompt, load_persona("mkbhd"), max_tokens=400, seed=0).spoken_text
+    if question:  # restated as the question it is, capitalised where a sentence starts
+        assert question[1:] in text and "?" in text
+    else:
+        assert subject in text
+    # the body says nothing that assumes what the topic is (a product, a feature)
+    assert "what it does best" not in text and " is are " not in text
 
 
 def test_write_script_without_key_is_offline_and_says_so():

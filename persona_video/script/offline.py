@@ -1,49 +1,127 @@
 """The offline script writer: a persona-styled explainer built from the prompt
 alone, with no model and no network.
 
-It is honest about what it is: a structured template (hook, two body beats
-on the prompt's subject, close) phrased in the persona's tone, filled with the
-subject and key words of the prompt, deterministic for a seed, then annotated
-with pauses and emphasis by the persona's rules.
+It is honest about what it is: a structured template (a hook naming the
+prompt's subject or restating its question, two body beats that fit any topic,
+a close) phrased in the persona's tone, deterministic for a seed, then
+annotated with pauses and emphasis by the persona's rules. Knowing nothing
+about the topic, it says nothing specific about it; a model (Gemini or a local
+server) writes the real explanation.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 
 from ..personas import Persona
 from ..types import ScriptIntent
 from .annotate import annotate
 from .llm_common import target_words
 
+#: Polite openings and requests around the topic: "Can you please explain ...", "Tell me about ...".
 _LEADING = re.compile(
-    r"^(?:please\s+)?(?:can you\s+|could you\s+)?"
-    r"(?:explain|describe|tell (?:me|us) about|talk about|review|introduce|summari[sz]e|present|"
-    r"give (?:me|us) (?:an? )?(?:overview|rundown|intro(?:duction)?) of|what (?:is|are)|what's|"
-    r"how (?:does|do|to)|why (?:is|are|does|do)|show (?:me|us))\s+",
+    r"^(?:(?:hey|hi|okay|ok|so)[,!]?\s+)?(?:please\s+)?(?:(?:can|could|would|will) you\s+(?:please\s+)?)?"
+    r"(?:explain|describe|tell (?:me|us)(?: about)?|talk (?:me |us )?(?:about|through)|review|introduce|"
+    r"summari[sz]e|present|teach (?:me|us)(?: about)?|walk (?:me|us) through|show (?:me|us)|"
+    r"give (?:me|us) (?:an? )?(?:overview|rundown|intro(?:duction)?|explanation) of)\s+",
     re.IGNORECASE,
 )
+_WHAT_IS = re.compile(r"^(?:what(?:'s| is| are)|who(?:'s| is| are))\s+(?P<thing>.+)$", re.IGNORECASE)
+_HOW_TO = re.compile(r"^how to\s+(?P<rest>.+)$", re.IGNORECASE)
+_QUESTION = re.compile(
+    r"^(?:how|why|when|where|which|what|who|whose|can|could|does|do|did|is|are|was|were|should|will|would|has|have)\b",
+    re.IGNORECASE,
+)
+_PREPOSITION = re.compile(r"\s(?:of|for|in|on|with|about|to|from|at|by|under|over|vs\.?|versus)\s", re.IGNORECASE)
+#: Words ending in "s" that are not plurals.
+_SINGULAR_S = re.compile(r"(?:ss|us|is|ics|news|series|species|gas|os)$", re.IGNORECASE)
 
+
+@dataclass(frozen=True)
+class Topic:
+    """What the prompt asks about.
+
+    subject: a noun phrase ("the M4 Mac Mini", "black holes"), or the question's own words
+    ("how a heat pump works" is not attempted: a question stays a question);
+    question: the prompt's question, capitalised with its question mark, or "" when the
+    prompt names a thing (lower-case first letter, for the middle of a sentence); plural:
+    whether the subject takes "are".
+    """
+
+    subject: str
+    question: str = ""
+    plural: bool = False
+
+
+def topic_of(prompt: str) -> Topic:
+    """'Explain the M4 Mac Mini' -> Topic('the M4 Mac Mini'); 'can you explain why is the sky
+    blue?' -> Topic('why is the sky blue', question='Why is the sky blue?')."""
+    text = " ".join(prompt.split()).strip().rstrip("?.!").strip()
+    previous = None
+    while previous != text:
+        previous = text
+        text = _LEADING.sub("", text).strip()
+    text = text or prompt.strip()
+    if match := _WHAT_IS.match(text):
+        thing = match.group("thing")
+        verb = text[: match.start("thing")].strip().lower()
+        return Topic(thing, plural=verb.endswith("are") or _looks_plural(thing))
+    if match := _HOW_TO.match(text):
+        text = f"how do you {match.group('rest')}"
+    if _QUESTION.match(text):
+        text = text[:1].lower() + text[1:]
+        return Topic(text, question=text + "?")
+    return Topic(text, plural=_looks_plural(text))
+
+
+def subject_of(prompt: str) -> str:
+    """The thing or question the prompt asks about (see :func:`topic_of`)."""
+    return topic_of(prompt).subject
+
+
+def _looks_plural(phrase: str) -> bool:
+    """Whether a noun phrase takes "are", judged by its head: the last word before a
+    preposition ("tips for better sleep" -> tips, "the physics of rainbows" -> physics)."""
+    head = _PREPOSITION.split(phrase, maxsplit=1)[0].split()
+    last = head[-1] if head else ""
+    return last.lower().endswith("s") and not _SINGULAR_S.search(last) and not last.isupper()
+
+
+# Templates per tone: a hook and a close that name the topic (one set for a thing, one for a
+# question), and body beats that fit any topic, because without a model nothing is known about
+# it. {subject} / {Subject}: the noun phrase; {question} / {Question}: the prompt's question;
+# {is}: is / are.
 _TEMPLATES: dict[str, dict[str, list[str]]] = {
     "measured": {
         "hook": [
             "So, {subject}. Let's talk about what actually matters here.",
-            "Here's the thing about {subject}. It's simpler than it looks.",
+            "Here's the thing about {subject}: the basics are simpler than they look.",
             "Okay, {subject}. I want to get straight to the point.",
         ],
+        "hook?": [
+            "{Question} It's a good question, and the answer is simpler than it looks.",
+            "{Question} Let's get straight to the point.",
+            "So, {question} Here's the short, clear version.",
+        ],
         "body": [
-            "First, the big picture. {Subject} is really about {key1}, and that shapes everything else.",
-            "The detail most people miss is {key2}. Once you see it, the rest makes sense.",
-            "In practice, {key1} is where you notice the difference, day to day.",
-            "Then there's {key2}. It's not flashy, but it's the part that holds up over time.",
-            "And {key3} is the trade-off. Worth knowing before you decide.",
-            "If you only remember one thing, make it {key3}.",
+            "First, the big picture, because everything else builds on it.",
+            "The detail most people miss is how the pieces connect. Once you see that, the rest makes sense.",
+            "It helps to ask what problem this solves, and for whom.",
+            "There are trade-offs too, and they're worth knowing before you make up your mind.",
+            "In practice, the difference shows up in the small things, day to day.",
+            "If you only remember one thing, make it the why, not just the what.",
         ],
         "close": [
             "So that's {subject}. Clear, focused, and well worth understanding.",
-            "Bottom line: {subject} is better than it first appears. That's the verdict.",
+            "Bottom line: {subject} {is} worth a closer look. That's my take.",
             "That's the short version of {subject}. Thanks for watching.",
+        ],
+        "close?": [
+            "So that's the answer, in short. Thanks for watching.",
+            "And that's really all there is to it. Clear, focused, and worth understanding.",
+            "That's the short version. Thanks for watching.",
         ],
     },
     "energetic": {
@@ -52,32 +130,31 @@ _TEMPLATES: dict[str, dict[str, list[str]]] = {
             "Okay, okay, {subject}! This is honestly the best thing I've looked at all week!",
             "Hi everyone! Today it's {subject}, and trust me, you're going to love it!",
         ],
+        "hook?": [
+            "Okay you guys, {question} I love this question!",
+            "{Question} Oh, this one is so good, let's find out!",
+            "Hi everyone! Today's big question: {question} Trust me, you're going to love it!",
+        ],
         "body": [
-            "So first, {key1}! That is a massive deal, and it just works!",
-            "And then {key2}? Seriously amazing! I did not expect that at all!",
-            "The coolest part is {key1}. Like, every single time, it blows my mind!",
-            "Plus {key2} makes everything so much faster and more fun!",
-            "And don't forget {key3}! It's the little things that make it incredible!",
-            "Honestly, {key3} is my favourite part. I cannot stop talking about it!",
+            "So first, the big idea, and it is so much cooler than it sounds!",
+            "And then the details? Seriously amazing! I did not expect that at all!",
+            "The best part is how it all fits together. Every single time, it blows my mind!",
+            "Plus, once you get it, you start seeing it everywhere!",
+            "And don't skip the little details! They're what make it incredible!",
+            "Honestly, this is my favourite part. I cannot stop talking about it!",
         ],
         "close": [
             "So that's {subject}! Go check it out and tell me what you think!",
-            "{Subject} is absolutely worth it. Let me know in the comments, and I'll see you next time!",
+            "{Subject} {is} absolutely worth it. Let me know in the comments, and I'll see you next time!",
             "That's {subject} in a nutshell! I love it, and I think you will too!",
+        ],
+        "close?": [
+            "And that's the answer! Pretty amazing, right? Let me know in the comments!",
+            "So now you know! Tell me what you think, and I'll see you next time!",
+            "That's it in a nutshell! I love it, and I think you will too!",
         ],
     },
 }
-
-
-def subject_of(prompt: str) -> str:
-    """The thing the prompt asks about: 'Explain the M4 Mac Mini' -> 'the M4 Mac Mini'."""
-    text = " ".join(prompt.split()).strip().rstrip("?.!")
-    previous = None
-    while previous != text:
-        previous = text
-        text = _LEADING.sub("", text).strip()
-    text = re.sub(r"\s+(?:works?|is|are)$", "", text, flags=re.IGNORECASE)
-    return text or prompt.strip()
 
 
 def write_offline(prompt: str, persona: Persona, *, max_tokens: int, seed: int = 0) -> ScriptIntent:
@@ -87,17 +164,18 @@ def write_offline(prompt: str, persona: Persona, *, max_tokens: int, seed: int =
     """
     rng = random.Random(f"{persona.id}|{prompt}|{seed}")
     templates = _TEMPLATES[persona.script.tone]
-    subject = subject_of(prompt)
+    topic = topic_of(prompt)
+    kind = "?" if topic.question else ""
     fill = {
-        "subject": subject,
-        "Subject": subject[:1].upper() + subject[1:],
-        # the hook and close name the subject; the body refers back to it
-        "key1": "what it does best",
-        "key2": "the design choices behind it",
-        "key3": "what it asks of you in return",
+        "subject": topic.subject,
+        "Subject": topic.subject[:1].upper() + topic.subject[1:],
+        "question": topic.question,
+        "Question": topic.question[:1].upper() + topic.question[1:],
+        "is": "are" if topic.plural else "is",
     }
-    body = rng.sample(templates["body"], k=2)
-    sentences = [rng.choice(templates["hook"]), *body, rng.choice(templates["close"])]
+    # two beats, in the order they are listed ("first" before "and then")
+    body = [templates["body"][i] for i in sorted(rng.sample(range(len(templates["body"])), k=2))]
+    sentences = [rng.choice(templates["hook" + kind]), *body, rng.choice(templates["close" + kind])]
     word_budget = target_words(max_tokens)  # the same length an LLM is asked for
     texts = [sentence.format(**fill) for sentence in sentences]
     # hook and close always; body beats while they fit
