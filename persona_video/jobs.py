@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -62,6 +63,41 @@ def stage_after(finished: str | None) -> str:
     return _NEXT_STAGE.get(finished, finished)
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def this_process() -> dict[str, Any]:
+    """Who runs a job: host, pid and the pid's start time (so a reused pid is not taken for it)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _start_ticks(os.getpid())}
+
+
+def owner_gone(manifest: dict[str, Any]) -> bool:
+    """True when the process a manifest names as running its job has ended (same host only:
+    elsewhere, and for manifests that name none, nothing is known, so False)."""
+    owner = manifest.get("owner")
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        pass
+    started = owner.get("started")
+    return started is not None and _start_ticks(pid) not in (None, started)
+
+
 def outputs_dir() -> Path:
     return Path(os.environ.get("PERSONA_VIDEO_OUTPUTS", "outputs")).resolve()
 
@@ -97,6 +133,7 @@ class Job:
         job.manifest = {
             "job_id": job_id,
             "state": "running",
+            "owner": this_process(),
             "created": time.time(),
             "stages": {},
             "notices": [],
@@ -169,6 +206,8 @@ class Job:
     def set_state(self, state: str, **extra: Any) -> None:
         with self._lock:
             self.manifest["state"] = state
+            if state == "running":  # whoever runs it now: a re-render may run in another process
+                self.manifest["owner"] = this_process()
             self.manifest.update(extra)
             self.save_manifest()
 

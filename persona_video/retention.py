@@ -3,10 +3,11 @@
 Keeps at most ``keep_jobs`` job folders and none older than ``keep_hours``
 (env PERSONA_VIDEO_KEEP_JOBS, default 50; PERSONA_VIDEO_KEEP_HOURS, default 24).
 A job whose manifest says ``queued`` or ``running``, or that the caller names
-as active, is never deleted, whatever its age, unless its manifest has not
-changed for an hour: then it was interrupted (the server or the CLI stopped
-mid-run), and it is marked failed, saying so, and kept or deleted by the same
-rules as any finished job. Uploads older than
+as active, is never deleted, whatever its age, unless it was interrupted (the
+server or the CLI stopped mid-run): the process its manifest names as running
+it has ended (same host), or, where that cannot be known, its manifest has not
+changed for an hour. Then it is marked failed, saying so, and kept or deleted
+by the same rules as any finished job. Uploads older than
 ``keep_hours`` go too. Only folders named like a job (``persona_<32 hex>``)
 and files named like an upload are ever touched.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NotFoundError
-from .jobs import JOB_PREFIX, Job, outputs_dir, stage_after
+from .jobs import JOB_PREFIX, Job, outputs_dir, owner_gone, stage_after
 from .settings import env_number
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ def apply_retention(
         try:
             manifest, created, touched = _job_info(folder)
             state = None if manifest is None else str(manifest.get("state"))
-            if state in _IN_PROGRESS and job_id not in active and now - touched > STALE_IN_PROGRESS_S:
+            stale = now - touched > STALE_IN_PROGRESS_S
+            if state in _IN_PROGRESS and job_id not in active and (stale or owner_gone(manifest or {})):
                 _mark_interrupted(root, job_id)
                 state = "failed"
         except (OSError, NotFoundError):  # removed meanwhile

@@ -112,3 +112,39 @@ def test_an_interrupted_job_says_so_when_asked(tmp_path):
     manifest = Job.open(crashed, tmp_path).manifest
     assert manifest["state"] == "failed" and manifest["error"]["code"] == "interrupted"
     assert manifest["error"]["stage"] == "motion" and "generate it again" in manifest["error"]["message"]
+
+
+def test_a_job_whose_process_died_is_interrupted_at_once_and_a_live_ones_is_not(tmp_path):
+    import subprocess
+    import sys
+
+    # a real second process runs a job (as the CLI or an earlier server would) and is killed mid-run
+    code = (
+        "import sys, time; from pathlib import Path; from persona_video.jobs import Job;"
+        "job = Job.create({'persona': 'mkbhd', 'script': 'Hi.'}, Path(sys.argv[1]));"
+        "job.record_stage('script', 'offline', 0.01); print(job.job_id, flush=True); time.sleep(60)"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    try:
+        killed, alive = (run.stdout.readline().strip() for run in runs)
+        runs[0].kill()
+        runs[0].wait()
+        assert apply_retention(RetentionPolicy(keep_jobs=50, keep_hours=24), tmp_path) == []
+        manifest = Job.open(killed, tmp_path).manifest
+        assert manifest["state"] == "failed" and manifest["error"]["code"] == "interrupted"
+        assert manifest["error"]["stage"] == "speech"
+        assert Job.open(alive, tmp_path).manifest["state"] == "running"  # its process still runs it
+    finally:
+        for run in runs:
+            run.kill()
+            run.wait()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_job_running(tmp_path):
+    now = time.time()
+    job = Job.open(make_job(tmp_path, "running", age_h=0, now=now), tmp_path)
+    # the manifest names a live pid (the test runner's parent) that started at another time
+    job.set_state("running", owner={**job.manifest["owner"], "pid": os.getppid(), "started": -1})
+    apply_retention(RetentionPolicy(keep_jobs=50, keep_hours=24), tmp_path, now=now)
+    assert Job.open(job.job_id, tmp_path).manifest["error"]["code"] == "interrupted"
