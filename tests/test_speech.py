@@ -6,6 +6,7 @@ import pytest
 from persona_video.errors import InputError
 from persona_video.personas import load_persona
 from persona_video.script import script_from_text
+from persona_video.script.markup import parse_markup
 from persona_video.speech import synthesize_with_intent
 from persona_video.speech.timing import frame_intents
 from persona_video.types import SegmentSpan
@@ -92,6 +93,29 @@ def test_emphasis_is_louder(spoken):
 
 
 @pytest.mark.parametrize("voice", ["heart", "joe"])
+def test_emphasis_slows_the_word_down(voice):
+    # the same words, the middle one at intensity 0 (its own segment, no change) and 1: the
+    # emphasised word takes longer, the others do not
+    persona = load_persona("mkbhd")
+    plain, stressed = (
+        synthesize_with_intent(parse_markup(f"This one is *remarkably, incredibly*{{{level}}} fast today."),
+                               persona, voice=voice, seed=1)
+        for level in (0, 1)
+    )
+
+    def length(speech, word):
+        return sum(s.end_s - s.start_s for s in speech.timing.spans if s.text.strip(" .") == word)
+
+    word = "remarkably, incredibly"
+    # 15 % slower at full intensity; durations come in whole model frames (12 and 25 ms)
+    assert length(plain, word) > 1.0
+    assert length(stressed, word) > 1.07 * length(plain, word)
+    total_plain = plain.timing.spans[-1].end_s - plain.timing.spans[0].start_s
+    total_stressed = stressed.timing.spans[-1].end_s - stressed.timing.spans[0].start_s
+    assert total_stressed - total_plain < 1.5 * (length(stressed, word) - length(plain, word)) + 0.05
+
+
+@pytest.mark.parametrize("voice", ["heart", "joe"])
 def test_same_seed_same_audio_other_seed_other_take(voice):
     # both voices draw noise (Piper inside its graph); the request's seed decides it
     persona = load_persona("mkbhd")
@@ -141,9 +165,9 @@ def test_piper_noise_grows_for_a_slow_phrase_without_changing_the_take(monkeypat
 
     voice = get_voice("joe")
     ids = [1, 0] + [voice._piper.config.phoneme_id_map["a"][0], 0] * 40 + [2]
-    scales = (0.667, 3.0, 0.8)
-    audio, samples = voice._model.run(ids, scales, seed=4)
+    noise, lengths = (0.667, 0.8), np.full(len(ids), 3.0)
+    audio, samples = voice._model.run(ids, noise, lengths, seed=4)
     monkeypatch.setattr(piper_graph, "_FLOW_FRAMES_PER_ID", 1)  # too little noise: the first try fails
-    retried, retried_samples = voice._model.run(ids, scales, seed=4)
+    retried, retried_samples = voice._model.run(ids, noise, lengths, seed=4)
     assert np.array_equal(audio, retried) and np.array_equal(samples, retried_samples)
     assert samples.sum() == len(audio) > 256 * len(ids)  # the phrase did need more than 1 frame per id

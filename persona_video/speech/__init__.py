@@ -7,8 +7,9 @@
   where every segment is;
 - pauses are silence of the segment's length, or one drawn from the persona's
   range (the punctuation silence the model already made counts towards it);
-- emphasis is audible: slower (hibari reads a per-phoneme speed, 15 % slower
-  at full intensity) and louder (+3 dB at full intensity, 20 ms ramps);
+- emphasis is audible: slower (both voices take a per-phoneme pace: hibari
+  reads one, Piper's graph is given one, see ``piper_graph``; 15 % slower at
+  full intensity) and louder (+3 dB at full intensity, 20 ms ramps);
 - the persona's speed (or the request's) applies to everything.
 """
 
@@ -175,8 +176,6 @@ def synthesize_with_intent(
                 speed * (1.0 - EMPHASIS_SLOWDOWN * s.intensity) if s.intent_type == "emphasis" else speed
                 for s in chunk_segments
             ]
-            if tts.name == "piper":  # one length scale per call
-                speeds = [speed] * len(chunk_segments)
             phrase = tts.synthesize_groups(groups, speeds, seed=int(rng.integers(0, 2**31)))
             audio = _emphasise(phrase.audio, phrase.group_spans, chunk_segments, rate)
             for index, span in zip(chunk, phrase.group_spans, strict=True):

@@ -30,13 +30,25 @@ class SeededPiper:
     noise_inputs: tuple[str, ...]  # in graph order: duration predictor, then flow
     noise_widths: tuple[int, ...]  # channels of each noise tensor (its size per id or per frame)
     hop_length: int
+    length_input: str  # (1, 1, num_ids) float32: each phoneme id's length scale
 
-    def run(self, ids: list[int], scales: tuple[float, float, float], seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(audio float32 (num_samples,), samples per phoneme id int64 (num_ids,))."""
+    def run(
+        self, ids: list[int], noise: tuple[float, float], lengths: np.ndarray, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Speak phoneme ``ids``; returns (audio float32 (num_samples,), samples per id int64 (num_ids,)).
+
+        noise: (noise_scale, noise_w) as in the voice's config; lengths: (num_ids,) length scale
+        of each id (the voice's length_scale over the wanted speed: > 1 is slower).
+        """
+        lengths = np.asarray(lengths, dtype=np.float32).reshape(1, 1, -1)
+        if lengths.shape[2] != len(ids):
+            raise ValueError(f"{lengths.shape[2]} length scales for {len(ids)} phoneme ids")
         feed = {
             "input": np.asarray([ids], dtype=np.int64),
             "input_lengths": np.asarray([len(ids)], dtype=np.int64),
-            "scales": np.asarray(scales, dtype=np.float32),
+            # the graph's own length scale is replaced by the per-id one below; the slot stays
+            "scales": np.asarray([noise[0], 1.0, noise[1]], dtype=np.float32),
+            self.length_input: lengths,
         }
         frames_per_id = _FLOW_FRAMES_PER_ID
         while True:
@@ -87,19 +99,46 @@ def load_seeded(model_path: str, hop_length: int) -> SeededPiper:
             ]
         )
         graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None]))
-    ceil = [out for node in graph.node if node.op_type == "Ceil" for out in node.output]
+    ceil = [node for node in nodes if node.op_type == "Ceil"]
     if len(noise_inputs) != 2 or len(ceil) != 1:
         raise ValueError(
             f"{model_path} is not a Piper VITS voice as expected "
             f"({len(noise_inputs)} noise draws and {len(ceil)} duration tensors; want 2 and 1)"
         )
+    # the widths are exp(logw) * mask * length_scale, then ceil: the length scale (a scalar taken
+    # from `scales`) becomes a per-id input, so each word can have its own pace
+    producer = {out: node for node in nodes for out in node.output}
+    widths = producer.get(ceil[0].input[0])
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    inputs = list(widths.input) if widths is not None else []
+    scale_slot = [i for i, name in enumerate(inputs) if _reads_scale(producer, constants, name, 1)]
+    if widths is None or widths.op_type != "Mul" or len(scale_slot) != 1:
+        raise ValueError(f"{model_path} is not a Piper VITS voice as expected (no length scale before the durations)")
+    length_input = "persona_video_length_scales"
+    widths.input[scale_slot[0]] = length_input
+    graph.input.append(helper.make_tensor_value_info(length_input, TensorProto.FLOAT, [1, 1, None]))
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.output.append(helper.make_tensor_value_info(ceil[0], TensorProto.FLOAT, None))
+    graph.output.append(helper.make_tensor_value_info(ceil[0].output[0], TensorProto.FLOAT, None))
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     # the duration predictor's noise has 2 channels per id; the flow's has one per latent channel
     flow_channels = _flow_channels(model)
-    return SeededPiper(session, tuple(noise_inputs), (2, flow_channels), hop_length)
+    return SeededPiper(session, tuple(noise_inputs), (2, flow_channels), hop_length, length_input)
+
+
+def _reads_scale(producer: dict, constants: dict, tensor: str, index: int) -> bool:
+    """Whether ``tensor`` is entry ``index`` of the ``scales`` input: a Gather at a constant
+    index (an initializer or a Constant node)."""
+    from onnx import numpy_helper
+
+    gather = producer.get(tensor)
+    if gather is None or gather.op_type != "Gather" or gather.input[0] != "scales":
+        return False
+    value = constants.get(gather.input[1])
+    node = producer.get(gather.input[1])
+    if value is None and node is not None and node.op_type == "Constant":
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+    return value is not None and int(numpy_helper.to_array(value).reshape(-1)[0]) == index
 
 
 def _flow_channels(model) -> int:
