@@ -118,7 +118,7 @@ def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray
     taper = np.clip(1.0 - (du / half_width) ** 2, 0.0, 1.0)  # 0 at the corners: they are the hinge
     lateral = _smoothstep(1.0 - (du - 0.5 * half_width) / max(1.05 * face_half_w - 0.5 * half_width, 1e-3))
     lip_thick = float(uv[17, 1] - uv[14, 1])
-    into_chin = _smoothstep((below - lip_thick) / 0.06)
+    into_chin = _smoothstep((below - lip_thick) / 0.16)
     jaw = w_below * (taper + (lateral - taper) * into_chin)
     jaw[list(UPPER_OUTER_LIP)] = 0.0
     jaw[upper_in] = 0.0
