@@ -42,13 +42,15 @@ TARGETS = {
 
 #: Governor changes re-rendered in turn on the benchmark job: one slider at a time (frames of
 #: one intent change, the rest come from the frame cache), a setting compact motion ignores
-#: (nothing changes), and the governor switched off (every frame changes).
+#: (nothing changes), the governor switched off (every frame changes) and on again (the motion
+#: of an earlier render: its kept video comes back).
 RERENDER_CHANGES = (
     ("pause", {"pause_gain": 0.55}),
     ("neutral", {"neutral_gain": 0.75}),
     ("emphasis", {"emphasis_gain": 1.2}),
     ("clamp", {"expression_clamp_sigma": 2.5}),
     ("governor_off", {"enabled": False}),
+    ("governor_on_again", {"enabled": True}),
 )
 
 

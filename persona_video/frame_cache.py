@@ -9,11 +9,17 @@ after such a change reuses most or all of the frames instead of drawing them aga
 Frames are kept as the encoder takes them (YUV 4:2:0, 1.5 bytes a pixel: 393 KB at 512x512)
 for one job at a time, within ``PERSONA_VIDEO_FRAME_CACHE_MB`` (default 512 MB, about 50 s of
 video; 0 turns the cache off). A longer video is simply not kept.
+
+The encoded videos of the last few renders are kept too (about 1 MB for 30 s), keyed by the
+coefficients that made them: switching the governor off and on again, or a slider back to
+where it was, gives back that render's video without drawing or encoding anything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,15 +46,19 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
+#: Encoded videos kept for going back to an earlier setting: at most this many, and this many bytes.
+KEPT_VIDEOS = 8
+KEPT_VIDEO_BYTES = 64 * 1024 * 1024
+
+
 @dataclass
 class CachedRender:
-    """One job's last render: its coefficients (T, D) float32, its frames as one (T, H * 3 / 2, W)
-    uint8 block of YUV 4:2:0 pictures, and the stamp of the video they were encoded into."""
+    """One job's last render: its coefficients (T, D) float32 and its frames as one
+    (T, H * 3 / 2, W) uint8 block of YUV 4:2:0 pictures."""
 
     key: tuple[str, str]  # (job id, portrait key with framing)
     coeffs: np.ndarray
     frames: np.ndarray
-    video_stamp: tuple[int, int] | None = None
 
     def same_rows(self, coeffs: np.ndarray) -> np.ndarray:
         """(T,) bool: which rows of ``coeffs`` are bit-identical to the cached ones (all False when
@@ -64,6 +74,8 @@ class FrameCache:
 
     def __init__(self) -> None:
         self._entry: CachedRender | None = None
+        # (key, digest of the coefficients) -> (the MP4's bytes, stamp of the file last written with them)
+        self._videos: OrderedDict[tuple, tuple[bytes, tuple[int, int] | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def checkout(
@@ -98,6 +110,31 @@ class FrameCache:
     def clear(self) -> None:
         with self._lock:
             self._entry = None
+            self._videos.clear()
+
+    @staticmethod
+    def _video_key(key: tuple[str, str], coeffs: np.ndarray) -> tuple:
+        return key, coeffs.shape, hashlib.sha1(np.ascontiguousarray(coeffs, dtype=np.float32).tobytes()).hexdigest()
+
+    def kept_video(self, key: tuple[str, str], coeffs: np.ndarray) -> tuple[bytes, tuple[int, int] | None] | None:
+        """(the MP4 a render of ``key`` with exactly ``coeffs`` made, the stamp of the file last
+        written with it), or None when none is kept."""
+        with self._lock:
+            found = self._videos.get(self._video_key(key, coeffs))
+            if found is not None:
+                self._videos.move_to_end(self._video_key(key, coeffs))
+            return found
+
+    def keep_video(self, key: tuple[str, str], coeffs: np.ndarray, data: bytes, stamp: tuple[int, int] | None) -> None:
+        """Keep the MP4 ``data`` that ``coeffs`` made for ``key`` (and the stamp of the file holding
+        it now), dropping the oldest beyond KEPT_VIDEOS or KEPT_VIDEO_BYTES; nothing when the cache is off."""
+        if budget_bytes() == 0 or len(data) > KEPT_VIDEO_BYTES:
+            return
+        with self._lock:
+            self._videos[self._video_key(key, coeffs)] = (data, stamp)
+            self._videos.move_to_end(self._video_key(key, coeffs))
+            while len(self._videos) > KEPT_VIDEOS or sum(len(d) for d, _ in self._videos.values()) > KEPT_VIDEO_BYTES:
+                self._videos.popitem(last=False)
 
 
 #: New blocks hold a multiple of this many frames (10 s at 25 fps), so the next job, of a

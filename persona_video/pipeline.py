@@ -189,18 +189,20 @@ def _render(
     job.record_stage("governor", "numpy", seconds)
     yield StageEvent("governor", job.job_id, "numpy", seconds, (governed, gains, config))
 
-    (video, backend, reused), seconds = _timed(
+    (video, backend, reused, same_as), seconds = _timed(
         "video", job, stages.render_video, job, portrait, governed, audio, sample_rate, timing, request
     )
     job.record_stage("video", backend, seconds, frames=governed.num_frames, reused_frames=reused)
     total = time.perf_counter() - started
     job.set_state("done", finished=time.time(), processing_time=round(total, 3))
-    yield StageEvent("video", job.job_id, backend, seconds, video, _reuse_notice(reused, governed))
+    yield StageEvent("video", job.job_id, backend, seconds, video, _reuse_notice(reused, governed, same_as))
     yield StageEvent("done", job.job_id, "", total, job)
 
 
-def _reuse_notice(reused: int, governed: MotionTrack) -> str:
-    """What a re-render took from the last one, in words ("" when it drew every frame)."""
+def _reuse_notice(reused: int, governed: MotionTrack, same_as: str = "") -> str:
+    """What a re-render took from earlier ones, in words ("" when it drew every frame)."""
+    if same_as == "earlier":
+        return "The motion is the same as in an earlier render of this job, so its video was used again."
     if reused == 0:
         return ""
     if reused < governed.num_frames:

@@ -241,7 +241,8 @@ def render_video(
 ) -> tuple[Path, str, int]:
     """Render the governed track and encode the MP4 and captions.
 
-    Returns (path, backend, frames reused from the job's last render). Frames stream into
+    Returns (path, backend, frames reused from the job's last render, "" or "last" / "earlier":
+    the whole video is the one already on disk / a kept one of an earlier render). Frames stream into
     ffmpeg as they are rendered (two render threads a few frames ahead), so rendering and
     encoding share the two cores. With the embedded renderer, a frame whose coefficients did
     not change since the job's last render is taken from ``frame_cache.FRAMES``; when none
@@ -256,7 +257,7 @@ def render_video(
     # frames are rendered in parallel (RENDER_THREADS), so OpenCV's own per-call threads would only
     # fight them and ffmpeg for the two cores (measured: 10-30 % more CPU for the same frames)
     cv2.setNumThreads(1)
-    reused = 0
+    reused, same_as = 0, ""
     # BLAS worker threads spin while idle and would steal the core ffmpeg encodes on
     with threadpool_limits(limits=1, user_api="blas"):
         if track.backend == "sadtalker":
@@ -271,34 +272,44 @@ def render_video(
             backend = "embedded+gfpgan"
         else:
             backend = "embedded"
-            reused = _render_cached(job, portrait, track, audio, sample_rate, request)
+            reused, same_as = _render_cached(job, portrait, track, audio, sample_rate, request)
     write_webvtt(timing.spans, job.path("captions.vtt"))
-    return out, backend, reused
+    return out, backend, reused, same_as
 
 
 def _render_cached(
     job: Job, portrait: Portrait, track: MotionTrack, audio: np.ndarray, sample_rate: int, request: Request
-) -> int:
-    """The embedded renderer through the frame cache; returns how many frames were reused."""
+) -> tuple[int, str]:
+    """The embedded renderer through the frame cache. Returns (frames reused, "" or where the
+    whole video came from: "last" when the video on disk is already the one these coefficients
+    made, "earlier" when a kept video of an earlier render was written back)."""
     from .frame_cache import FRAMES, CachedRender, file_stamp
+    from .types import write_bytes_atomic
 
     out = job.path("video.mp4")
     key = (job.job_id, portrait.key)
     coeffs = np.ascontiguousarray(track.coeffs, dtype=np.float32)
+    kept = FRAMES.kept_video(key, coeffs)
+    if kept is not None:
+        data, stamp = kept
+        if stamp is not None and stamp == file_stamp(out):
+            logger.info("job %s: the motion is unchanged, so is its video", job.job_id)
+            return len(coeffs), "last"
+        write_bytes_atomic(out, data)
+        FRAMES.keep_video(key, coeffs, data, file_stamp(out))
+        logger.info("job %s: the motion of an earlier render, whose video is kept: written back", job.job_id)
+        return len(coeffs), "earlier"
     animator = portrait.animator
     entry, same, store = FRAMES.checkout(key, coeffs, animator.height, animator.width)
-    if entry is not None and same.all() and entry.video_stamp is not None and entry.video_stamp == file_stamp(out):
-        logger.info("job %s: the motion is unchanged, so is its video", job.job_id)
-        FRAMES.put(entry)
-        return len(coeffs)
     del entry
     reused = int(same.sum())
     # with most frames taken as they are, the renderer leaves the cores to x264
     threads = (os.cpu_count() or 1) if 2 * reused >= len(coeffs) else 1
     _encode(out, _render_ahead(animator, coeffs, store, same), track, audio, sample_rate, request, threads)
     if store is not None:
-        FRAMES.put(CachedRender(key, coeffs.copy(), store, file_stamp(out)))
-    return reused
+        FRAMES.put(CachedRender(key, coeffs.copy(), store))
+    FRAMES.keep_video(key, coeffs, out.read_bytes(), file_stamp(out))
+    return reused, ""
 
 
 def _encode(

@@ -263,11 +263,17 @@ class MotionTrack:
         return self.coeffs[:, start:stop]
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half a file."""
-    import json
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so readers never see half a file."""
     import os
 
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    import json
+
+    write_bytes_atomic(path, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))

@@ -12,7 +12,7 @@ def rendered(key, coeffs, capacity=None):
     block = frame_store(capacity or len(coeffs), H, W)
     frames = block[: len(coeffs)]
     frames[:] = np.arange(len(coeffs), dtype=np.uint8)[:, None, None]
-    return CachedRender(key, coeffs.copy(), frames, (1, 2))
+    return CachedRender(key, coeffs.copy(), frames)
 
 
 def test_the_same_job_gets_its_frames_and_which_rows_still_hold():
@@ -67,3 +67,27 @@ def test_a_different_track_shape_reuses_nothing(rows):
     entry = rendered(("job", "portrait"), np.zeros((10, 70), np.float32))
     assert not entry.same_rows(np.zeros((rows, 70), np.float32)).any()
     assert not entry.same_rows(np.zeros((10, 73), np.float32)).any()
+
+
+def test_kept_videos_are_found_by_their_coefficients_and_bounded(monkeypatch):
+    from persona_video import frame_cache
+
+    cache = FrameCache()
+    rng = np.random.default_rng(1)
+    tracks = [rng.random((20, 70)).astype(np.float32) for _ in range(frame_cache.KEPT_VIDEOS + 2)]
+    for i, coeffs in enumerate(tracks):
+        cache.keep_video(("job", "portrait"), coeffs, b"mp4 %d" % i, (i, i))
+    assert cache.kept_video(("job", "portrait"), tracks[-1].copy()) == (b"mp4 %d" % (len(tracks) - 1), (9, 9))
+    assert cache.kept_video(("job", "portrait"), tracks[0]) is None  # the oldest went first
+    assert cache.kept_video(("other", "portrait"), tracks[-1]) is None
+    nudged = tracks[-1].copy()
+    nudged[5, 3] = np.nextafter(nudged[5, 3], np.float32(2))
+    assert cache.kept_video(("job", "portrait"), nudged) is None  # bit-identical or nothing
+    monkeypatch.setattr(frame_cache, "KEPT_VIDEO_BYTES", 10)
+    cache.keep_video(("job", "portrait"), tracks[0], b"x" * 11, None)  # too big to keep
+    assert cache.kept_video(("job", "portrait"), tracks[0]) is None
+    cache.clear()
+    assert cache.kept_video(("job", "portrait"), tracks[-1]) is None
+    monkeypatch.setenv("PERSONA_VIDEO_FRAME_CACHE_MB", "0")  # the cache off keeps no videos either
+    cache.keep_video(("job", "portrait"), tracks[1], b"mp4", None)
+    assert cache.kept_video(("job", "portrait"), tracks[1]) is None

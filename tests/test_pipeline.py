@@ -181,14 +181,33 @@ def test_settings_that_do_not_change_the_motion_keep_the_video(fresh_job):
     assert stage["reused_frames"] == stage["frames"] and stage["seconds"] < 0.5
 
 
-def test_a_video_changed_behind_the_cache_is_encoded_again(fresh_job):
+def test_a_video_changed_behind_the_cache_is_written_again(fresh_job):
     root, job_id = fresh_job
     video = Job.open(job_id, root).path("video.mp4")
-    video.write_bytes(video.read_bytes())  # another process rewrote it: new stamp
-    stamp = video.stat().st_mtime_ns
+    made = video.read_bytes()
+    video.write_bytes(b"not a video")  # something else rewrote it
     list(rerender(job_id, {"expression_clamp_sigma": 2.0}, root=root))
-    assert video.stat().st_mtime_ns != stamp
+    assert video.read_bytes() == made
     assert probe(video)["num_frames"] == video_stage(root, job_id)["frames"]
+
+
+def test_going_back_to_an_earlier_setting_gives_back_its_video_at_once(fresh_job):
+    root, job_id = fresh_job
+    video = Job.open(job_id, root).path("video.mp4")
+    governed = video.read_bytes()
+    list(rerender(job_id, {"enabled": False}, root=root))  # every frame changes: drawn and encoded
+    ungoverned = video.read_bytes()
+    assert ungoverned != governed and video_stage(root, job_id)["reused_frames"] < video_stage(root, job_id)["frames"]
+    events = list(rerender(job_id, {"enabled": True}, root=root))
+    assert events[1].notice.startswith("The motion is the same as in an earlier render of this job")
+    assert video.read_bytes() == governed
+    stage = video_stage(root, job_id)
+    assert stage["reused_frames"] == stage["frames"] and stage["seconds"] < 0.5
+    list(rerender(job_id, {"enabled": False}, root=root))
+    assert video.read_bytes() == ungoverned
+    # the frames kept are still those of the last render drawn: a slider redraws only what it changes
+    list(rerender(job_id, {"enabled": True, "pause_gain": 0.3}, root=root))
+    assert 0 < video_stage(root, job_id)["reused_frames"] < video_stage(root, job_id)["frames"]
 
 
 def test_a_failed_render_leaves_no_cached_frames(fresh_job, tmp_path, monkeypatch):
