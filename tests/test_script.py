@@ -92,6 +92,17 @@ def test_offline_writer_is_persona_styled_deterministic_and_bounded():
     assert len(short.spoken_text.split()) <= target_words(200) < len(calm.spoken_text.split())
 
 
+@pytest.mark.parametrize("max_tokens", [16, 100, 200, 300, 400])
+@pytest.mark.parametrize("persona", ["mkbhd", "ijustine"])
+def test_offline_writer_fits_the_budget_in_whole_sentences(max_tokens, persona):
+    for seed in range(6):
+        text = write_offline("Explain black holes", load_persona(persona), max_tokens=max_tokens, seed=seed).spoken_text
+        assert len(text.split()) <= target_words(max_tokens)
+        assert "black holes" in text.lower() and text.endswith((".", "!", "?"))
+        # sentences are dropped whole: none of the templates' sentences ends on these words
+        assert not text.rstrip(".!?").endswith((" than they", " worth", " the", " and", " to"))
+
+
 
 @pytest.mark.parametrize(
     ("prompt", "subject", "question", "plural"),

@@ -177,14 +177,43 @@ def write_offline(prompt: str, persona: Persona, *, max_tokens: int, seed: int =
     body = [templates["body"][i] for i in sorted(rng.sample(range(len(templates["body"])), k=2))]
     sentences = [rng.choice(templates["hook" + kind]), *body, rng.choice(templates["close" + kind])]
     word_budget = target_words(max_tokens)  # the same length an LLM is asked for
-    texts = [sentence.format(**fill) for sentence in sentences]
-    # hook and close always; body beats while they fit
-    chosen = [texts[0], texts[-1]]
-    for beat in texts[1:-1]:
-        if sum(len(t.split()) for t in chosen) + len(beat.split()) <= word_budget:
-            chosen.insert(-1, beat)
-    script = " ".join(chosen)
-    words = script.split()
-    if len(words) > word_budget:  # a tiny budget: the hook's first words
-        script = " ".join(words[:word_budget]).rstrip(",;:.!?") + "."
-    return annotate(script, persona.script)
+    parts = [_sentences(template.format(**fill)) for template in sentences]
+    return annotate(_fit(parts, word_budget), persona.script)
+
+
+def _sentences(text: str) -> list[str]:
+    """'Hi everyone! Today it is X.' -> ['Hi everyone!', 'Today it is X.'] (a question mark inside
+    a restated question ends a sentence too)."""
+    return [piece for piece in re.split(r"(?<=[.!?])\s+", text.strip()) if piece]
+
+
+def _fit(parts: list[list[str]], budget: int) -> str:
+    """Join the sentences of hook, body beats and close within ``budget`` words, in their order.
+
+    The first sentence of the hook and of the close stay; then the rest of the hook and of the
+    close; then whole body beats while they fit. When those two sentences alone are too long,
+    the hook's first sentence is all there is, cut after a clause (or at a word) if even that
+    is too long.
+    """
+    count = lambda sentence: len(sentence.split())  # noqa: E731
+    hook, *beats, close = parts
+    keep = {(0, 0), (len(parts) - 1, 0)}
+    used = sum(count(parts[i][j]) for i, j in keep)
+    for i, j in [(0, j) for j in range(1, len(hook))] + [(len(parts) - 1, j) for j in range(1, len(close))]:
+        if used + count(parts[i][j]) <= budget:
+            keep.add((i, j))
+            used += count(parts[i][j])
+    for i, beat in enumerate(beats, start=1):
+        size = sum(count(sentence) for sentence in beat)
+        if used + size <= budget:
+            keep.update((i, j) for j in range(len(beat)))
+            used += size
+    chosen = [parts[i][j] for i in range(len(parts)) for j in range(len(parts[i])) if (i, j) in keep]
+    if used <= budget:
+        return " ".join(chosen)
+    words = hook[0].split()  # a tiny budget: the hook's first sentence, cut if it must be
+    if len(words) <= budget:
+        return hook[0]
+    # at the last clause (after a comma, colon or semicolon) that fits, else at a word
+    ends = [i + 1 for i, word in enumerate(words[:budget]) if word.endswith((",", ":", ";"))]
+    return " ".join(words[: ends[-1] if ends else budget]).rstrip(",;:.!?") + "."
