@@ -238,15 +238,15 @@ def render_video(
     sample_rate: int,
     timing: IntentTimingMap,
     request: Request,
-) -> tuple[Path, str, int]:
+) -> tuple[Path, str, int, str]:
     """Render the governed track and encode the MP4 and captions.
 
-    Returns (path, backend, frames reused from the job's last render, "" or "last" / "earlier":
-    the whole video is the one already on disk / a kept one of an earlier render). Frames stream into
-    ffmpeg as they are rendered (two render threads a few frames ahead), so rendering and
-    encoding share the two cores. With the embedded renderer, a frame whose coefficients did
-    not change since the job's last render is taken from ``frame_cache.FRAMES``; when none
-    changed and the video on disk is the one they made, nothing is rendered or encoded.
+    Returns (path, backend, frames reused, "" or where the whole video came from: "last", it is
+    already on disk, or "earlier", a kept video of an earlier render). Frames stream into ffmpeg
+    as they are rendered (two render threads a few frames ahead), so rendering and encoding
+    share the two cores. With the embedded renderer, a frame whose coefficients did not change
+    since the job's last render is taken from ``frame_cache.FRAMES``, and coefficients that
+    some recent render of the job had exactly give back its video: nothing is drawn or encoded.
     """
     import cv2
     from threadpoolctl import threadpool_limits
