@@ -117,6 +117,11 @@ def test_offline_writer_fits_the_budget_in_whole_sentences(max_tokens, persona):
          "how does a heat pump work?", False),
         ("Why is the sky blue", "why is the sky blue", "why is the sky blue?", False),
         ("how to bake sourdough bread", "how do you bake sourdough bread", "how do you bake sourdough bread?", False),
+        ("What is USB-C and why does it matter?", "what is USB-C and why does it matter",
+         "what is USB-C and why does it matter?", False),
+        ("Compare iPhone and Android", "iPhone and Android", "", True),
+        ("I want to learn about black holes", "black holes", "", True),
+        ("The history of the internet", "the history of the internet", "", False),
     ],
 )
 def test_offline_writer_reads_the_topic_and_keeps_a_question_a_question(prompt, subject, question, plural):

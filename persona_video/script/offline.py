@@ -23,9 +23,11 @@ from .llm_common import target_words
 #: Polite openings and requests around the topic: "Can you please explain ...", "Tell me about ...".
 _LEADING = re.compile(
     r"^(?:(?:hey|hi|okay|ok|so)[,!]?\s+)?(?:please\s+)?(?:(?:can|could|would|will) you\s+(?:please\s+)?)?"
-    r"(?:explain|describe|tell (?:me|us)(?: about)?|talk (?:me |us )?(?:about|through)|review|introduce|"
-    r"summari[sz]e|present|teach (?:me|us)(?: about)?|walk (?:me|us) through|show (?:me|us)|"
-    r"give (?:me|us) (?:an? )?(?:overview|rundown|intro(?:duction)?|explanation) of)\s+",
+    r"(?:explain|describe|tell (?:me|us)(?: more)?(?: about)?|talk (?:me |us )?(?:about|through)|review|"
+    r"introduce|summari[sz]e|present|compare|teach (?:me|us)(?: about)?|walk (?:me|us) through|show (?:me|us)|"
+    r"give (?:me|us) (?:an? )?(?:overview|rundown|intro(?:duction)?|explanation) of|"
+    r"i(?: would|'d) like to (?:know|learn|hear)(?: more)? about|i want to (?:know|learn|hear)(?: more)? about|"
+    r"help me understand)\s+",
     re.IGNORECASE,
 )
 _WHAT_IS = re.compile(r"^(?:what(?:'s| is| are)|who(?:'s| is| are))\s+(?P<thing>.+)$", re.IGNORECASE)
@@ -35,6 +37,12 @@ _QUESTION = re.compile(
     re.IGNORECASE,
 )
 _PREPOSITION = re.compile(r"\s(?:of|for|in|on|with|about|to|from|at|by|under|over|vs\.?|versus)\s", re.IGNORECASE)
+#: A second question joined on ("What is USB-C and why does it matter?"): the prompt is a question.
+_JOINED_QUESTION = re.compile(r"\b(?:and|or|but)\s+(?:why|how|what|when|where|who|which|does|do|is|are|can|should)\b",
+                              re.IGNORECASE)
+#: First words lower-cased in the middle of a sentence ("So, the history of the internet.").
+_COMMON_FIRST = {"the", "a", "an", "this", "that", "these", "those", "my", "your", "our", "their", "some", "any",
+                 "how", "why", "what", "when", "where", "which", "who"}
 #: Words ending in "s" that are not plurals.
 _SINGULAR_S = re.compile(r"(?:ss|us|is|ics|news|series|species|gas|os)$", re.IGNORECASE)
 
@@ -64,7 +72,11 @@ def topic_of(prompt: str) -> Topic:
         previous = text
         text = _LEADING.sub("", text).strip()
     text = text or prompt.strip()
+    if text.split()[0].lower() in _COMMON_FIRST:
+        text = text[:1].lower() + text[1:]
     if match := _WHAT_IS.match(text):
+        if _JOINED_QUESTION.search(text):  # "what is X and why does it matter": a question
+            return Topic(text, question=text + "?")
         thing = match.group("thing")
         verb = text[: match.start("thing")].strip().lower()
         return Topic(thing, plural=verb.endswith("are") or _looks_plural(thing))
@@ -84,7 +96,10 @@ def subject_of(prompt: str) -> str:
 def _looks_plural(phrase: str) -> bool:
     """Whether a noun phrase takes "are", judged by its head: the last word before a
     preposition ("tips for better sleep" -> tips, "the physics of rainbows" -> physics)."""
-    head = _PREPOSITION.split(phrase, maxsplit=1)[0].split()
+    head_phrase = _PREPOSITION.split(phrase, maxsplit=1)[0]
+    if re.search(r"\s(?:and|&)\s(?!(?:why|how|what|when|where|who|which)\b)", head_phrase):  # "iPhone and Android"
+        return True
+    head = head_phrase.split()
     last = head[-1] if head else ""
     return last.lower().endswith("s") and not _SINGULAR_S.search(last) and not last.isupper()
 
