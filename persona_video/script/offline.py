@@ -97,6 +97,8 @@ def _looks_plural(phrase: str) -> bool:
     """Whether a noun phrase takes "are", judged by its head: the last word before a
     preposition ("tips for better sleep" -> tips, "the physics of rainbows" -> physics)."""
     head_phrase = _PREPOSITION.split(phrase, maxsplit=1)[0]
+    # a clause after the noun ("USB-C and why it matters") is not part of it
+    head_phrase = re.split(r"\s(?:(?:and|or)\s+)?(?:why|how|what|when|where|who|which|that)\b", head_phrase)[0]
     if re.search(r"\s(?:and|&)\s(?!(?:why|how|what|when|where|who|which)\b)", head_phrase):  # "iPhone and Android"
         return True
     head = head_phrase.split()
