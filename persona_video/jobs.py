@@ -86,14 +86,14 @@ def owner_gone(manifest: dict[str, Any]) -> bool:
     pid = owner.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, another user's
-        pass
+    if pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # exists, another user's
+            pass
+    # the pid lives, but is it the same process? (a restarted container often gets the same pid)
     started = owner.get("started")
     return started is not None and _start_ticks(pid) not in (None, started)
 

@@ -141,10 +141,20 @@ def test_a_job_whose_process_died_is_interrupted_at_once_and_a_live_ones_is_not(
             run.wait()
 
 
-def test_a_reused_pid_does_not_keep_a_dead_job_running(tmp_path):
+@pytest.mark.parametrize("pid", ["parent", "this"])
+def test_a_reused_pid_does_not_keep_a_dead_job_running(tmp_path, pid):
     now = time.time()
     job = Job.open(make_job(tmp_path, "running", age_h=0, now=now), tmp_path)
-    # the manifest names a live pid (the test runner's parent) that started at another time
-    job.set_state("running", owner={**job.manifest["owner"], "pid": os.getppid(), "started": -1})
+    # the manifest names a live pid that started at another time: the test runner's parent, or
+    # this very process (a restarted container's server often gets its predecessor's pid)
+    owner_pid = os.getppid() if pid == "parent" else os.getpid()
+    job.set_state("running", owner={**job.manifest["owner"], "pid": owner_pid, "started": -1})
     apply_retention(RetentionPolicy(keep_jobs=50, keep_hours=24), tmp_path, now=now)
     assert Job.open(job.job_id, tmp_path).manifest["error"]["code"] == "interrupted"
+
+
+def test_a_job_this_process_runs_is_never_interrupted(tmp_path):
+    now = time.time()
+    job_id = make_job(tmp_path, "running", age_h=0, now=now)  # owner: this process, as it is
+    apply_retention(RetentionPolicy(keep_jobs=50, keep_hours=24), tmp_path, now=now)
+    assert Job.open(job_id, tmp_path).manifest["state"] == "running"
