@@ -17,6 +17,7 @@ fi
 
 bash scripts/setup.sh
 .venv/bin/ruff check persona_video app.py tests
+.venv/bin/ruff format --check persona_video app.py tests
 .venv/bin/hadolint Dockerfile
 .venv/bin/python -m pytest -m "not heavy" -q
 

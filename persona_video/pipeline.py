@@ -208,9 +208,11 @@ def _reuse_notice(reused: int, governed: MotionTrack, same_as: str = "") -> str:
     if reused < governed.num_frames:
         return f"{reused} of {governed.num_frames} frames had the same motion as before and were reused."
     why = " (expression clamp and pose smoothing act only on SadTalker's 257-dim motion)"
-    return "The motion is the same as in the last render, so the video is unchanged" + (
-        why if governed.coeffs.shape[1] < FULL_3DMM_MIN_DIMS else ""
-    ) + "."
+    return (
+        "The motion is the same as in the last render, so the video is unchanged"
+        + (why if governed.coeffs.shape[1] < FULL_3DMM_MIN_DIMS else "")
+        + "."
+    )
 
 
 def speak_script(job_id: str, script_text: str, *, root: Path | None = None) -> Iterator[StageEvent]:

@@ -267,8 +267,9 @@ def render_video(
             _encode(out, _to_yuv(frames), track, audio, sample_rate, request)
             backend = "sadtalker"
         elif (enhancer := _enhancer_for(request)) is not None:
-            _encode(out, _to_yuv(_enhanced(portrait.animator, enhancer, track.coeffs)), track, audio, sample_rate,
-                    request)
+            _encode(
+                out, _to_yuv(_enhanced(portrait.animator, enhancer, track.coeffs)), track, audio, sample_rate, request
+            )
             backend = "embedded+gfpgan"
         else:
             backend = "embedded"
@@ -313,8 +314,13 @@ def _render_cached(
 
 
 def _encode(
-    out: Path, frames: Iterator[np.ndarray], track: MotionTrack, audio: np.ndarray, sample_rate: int,
-    request: Request, threads: int = 1,
+    out: Path,
+    frames: Iterator[np.ndarray],
+    track: MotionTrack,
+    audio: np.ndarray,
+    sample_rate: int,
+    request: Request,
+    threads: int = 1,
 ) -> None:
     """Encode YUV 4:2:0 frames ((H * 3 / 2, W) uint8 each) and the speech into ``out`` (x264 ``threads``)."""
     from .encode import VideoEncoder
@@ -327,8 +333,15 @@ def _encode(
     # a re-render replaces the job's video: the speech is the same, so its AAC track is copied
     previous = out if out.is_file() else None
     with VideoEncoder(
-        out, width, height, fps=track.fps, audio=audio, sample_rate=sample_rate, metadata=metadata,
-        audio_copy_from=previous, threads=threads,
+        out,
+        width,
+        height,
+        fps=track.fps,
+        audio=audio,
+        sample_rate=sample_rate,
+        metadata=metadata,
+        audio_copy_from=previous,
+        threads=threads,
     ) as encoder:
         encoder.write_yuv(first)
         for frame in frames:

@@ -102,7 +102,7 @@ _DIGRAPHS: dict[str, str] = {"tʃ": "ʧ", "dʒ": "ʤ", "ɜː": "ɜ", "eɪ": "A",
 #: Symbols that lend their time to the next sound (stress) or the previous one (length, palatal glide).
 _LEADS_NEXT = set("ˈˌ'")
 _EXTENDS_PREVIOUS = set("ːˑʲʰ̩̃")
-_REST_SYMBOLS = set("^$_.,;:!?…—–-\"()[]«»“”")
+_REST_SYMBOLS = set('^$_.,;:!?…—–-"()[]«»“”')
 #: Coarticulation windows (Hann, seconds): the jaw moves slower than the lips; closures are short.
 JAW_BLEND_S = 0.16
 LIP_BLEND_S = 0.09
@@ -242,9 +242,7 @@ def loudness_level(loudness_db: np.ndarray, range_db: float = 36.0) -> np.ndarra
     return np.clip((loudness_db - (peak_db - range_db)) / range_db, 0.0, 1.0)
 
 
-def mouth_from_phonemes(
-    phonemes: tuple[PhonemeTiming, ...], backend: str, level: np.ndarray, fps: int
-) -> np.ndarray:
+def mouth_from_phonemes(phonemes: tuple[PhonemeTiming, ...], backend: str, level: np.ndarray, fps: int) -> np.ndarray:
     """Viseme mouth curves for the video frames.
 
     phonemes: timings from the speech stage. backend: "piper" / "hibari" (picks the alignment lag).

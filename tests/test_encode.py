@@ -187,9 +187,12 @@ def test_colours_come_back_as_they_went_in(tmp_path: Path) -> None:
     for index, colour in enumerate(swatches):
         frame[:, index * width : (index + 1) * width] = colour
     out_path = encode_video([frame] * 3, None, None, tmp_path / "swatches.mp4")
-    assert "smpte170m" in subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-i", str(out_path)], capture_output=True, check=False
-    ).stderr.decode()
+    assert (
+        "smpte170m"
+        in subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-i", str(out_path)], capture_output=True, check=False
+        ).stderr.decode()
+    )
     reader = imageio_ffmpeg.read_frames(str(out_path))
     reader.__next__()
     decoded = np.frombuffer(next(reader), np.uint8).reshape(HEIGHT, WIDTH, 3).astype(int)

@@ -124,8 +124,10 @@ def test_a_job_whose_process_died_is_interrupted_at_once_and_a_live_ones_is_not(
         "job = Job.create({'persona': 'mkbhd', 'script': 'Hi.'}, Path(sys.argv[1]));"
         "job.record_stage('script', 'offline', 0.01); print(job.job_id, flush=True); time.sleep(60)"
     )
-    runs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     try:
         killed, alive = (run.stdout.readline().strip() for run in runs)
         runs[0].kill()

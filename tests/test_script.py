@@ -103,7 +103,6 @@ def test_offline_writer_fits_the_budget_in_whole_sentences(max_tokens, persona):
         assert not text.rstrip(".!?").endswith((" than they", " worth", " the", " and", " to"))
 
 
-
 @pytest.mark.parametrize(
     ("prompt", "subject", "question", "plural"),
     [
@@ -113,12 +112,20 @@ def test_offline_writer_fits_the_budget_in_whole_sentences(max_tokens, persona):
         ("Tell me about the physics of rainbows", "the physics of rainbows", "", False),
         ("What are transformers in machine learning?", "transformers in machine learning", "", True),
         ("what is CRISPR", "CRISPR", "", False),
-        ("Can you explain how does a heat pump work?", "how does a heat pump work",
-         "how does a heat pump work?", False),
+        (
+            "Can you explain how does a heat pump work?",
+            "how does a heat pump work",
+            "how does a heat pump work?",
+            False,
+        ),
         ("Why is the sky blue", "why is the sky blue", "why is the sky blue?", False),
         ("how to bake sourdough bread", "how do you bake sourdough bread", "how do you bake sourdough bread?", False),
-        ("What is USB-C and why does it matter?", "what is USB-C and why does it matter",
-         "what is USB-C and why does it matter?", False),
+        (
+            "What is USB-C and why does it matter?",
+            "what is USB-C and why does it matter",
+            "what is USB-C and why does it matter?",
+            False,
+        ),
         ("Compare iPhone and Android", "iPhone and Android", "", True),
         ("I want to learn about black holes", "black holes", "", True),
         ("The history of the internet", "the history of the internet", "", False),

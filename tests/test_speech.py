@@ -98,8 +98,9 @@ def test_emphasis_slows_the_word_down(voice):
     # emphasised word takes longer, the others do not
     persona = load_persona("mkbhd")
     plain, stressed = (
-        synthesize_with_intent(parse_markup(f"This one is *remarkably, incredibly*{{{level}}} fast today."),
-                               persona, voice=voice, seed=1)
+        synthesize_with_intent(
+            parse_markup(f"This one is *remarkably, incredibly*{{{level}}} fast today."), persona, voice=voice, seed=1
+        )
         for level in (0, 1)
     )
 
@@ -181,7 +182,8 @@ def test_a_piper_model_of_another_shape_is_refused_with_what_to_do(tmp_path):
 
     # a real ONNX model with no noise draws and no durations: not a Piper VITS voice
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "not-piper",
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "not-piper",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )

@@ -95,8 +95,9 @@ def frame_portrait(
     # pixel-centre mapping: out = scale * (in - centre) + (out_size - 1) / 2
     shift = (out_size - 1) / 2.0 - scale * centre
     matrix = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]])
-    image = cv2.warpAffine(source, matrix, (out_size, out_size), flags=cv2.INTER_CUBIC,
-                           borderMode=cv2.BORDER_REFLECT_101)
+    image = cv2.warpAffine(
+        source, matrix, (out_size, out_size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101
+    )
     return image, points * scale + shift, depth * scale
 
 
@@ -141,8 +142,9 @@ class PortraitAnimator:
     (the whole portrait, dimensions rounded down to even).
     """
 
-    def __init__(self, portrait: np.ndarray, landmarks: FaceLandmarks, framing: Framing = "crop",
-                 out_size: int = 512) -> None:
+    def __init__(
+        self, portrait: np.ndarray, landmarks: FaceLandmarks, framing: Framing = "crop", out_size: int = 512
+    ) -> None:
         self.framing = framing
         self.image, points, depth = frame_portrait(portrait, landmarks, framing, out_size)
         self.height, self.width = self.image.shape[:2]
@@ -150,8 +152,9 @@ class PortraitAnimator:
         self.face = FaceFrame.from_points(points)
         self.mesh = build_mesh(points, depth, self.face)
         self.rest_vertices = self.mesh.vertices.astype(np.float64)
-        self.basis = expression_basis(self.mesh.vertices, self.face, self.mesh.is_neck,
-                                      fixed=self.mesh.pose_weight == 0.0).astype(np.float64)
+        self.basis = expression_basis(
+            self.mesh.vertices, self.face, self.mesh.is_neck, fixed=self.mesh.pose_weight == 0.0
+        ).astype(np.float64)
         self.rest_areas = signed_areas(self.rest_vertices, self.mesh.triangles)
         face_h = self.face.face_h
         self.pivot = np.array([*(self.face.centre + 0.2 * face_h * self.face.down), 0.0])
@@ -191,8 +194,14 @@ class PortraitAnimator:
         self.iris_weights = self._iris_weights(points)
         reference = self.rest_vertices[_MOUTH_REFERENCE]
         self._skull_fit = np.linalg.pinv(np.column_stack([reference, np.ones(len(reference))]))  # (3, N)
-        logger.info("animator ready: %dx%d frame, %d vertices, %d triangles, %d animated pixels",
-                    self.width, self.height, len(self.rest_vertices), len(self.mesh.triangles), self.matrix.nnz // 3)
+        logger.info(
+            "animator ready: %dx%d frame, %d vertices, %d triangles, %d animated pixels",
+            self.width,
+            self.height,
+            len(self.rest_vertices),
+            len(self.mesh.triangles),
+            self.matrix.nnz // 3,
+        )
 
     def _eye_triangles(self) -> tuple[np.ndarray, np.ndarray]:
         """Triangles a blink moves (right eye, left eye): their pixels get an exact inverse."""
@@ -203,8 +212,9 @@ class PortraitAnimator:
             out.append(np.flatnonzero(on_lid[self.mesh.triangles].any(axis=1)))
         return out[0], out[1]
 
-    def _exact_inverse(self, placed: np.ndarray, triangle_ids: np.ndarray, lookup: np.ndarray,
-                       pixels: np.ndarray | None = None) -> None:
+    def _exact_inverse(
+        self, placed: np.ndarray, triangle_ids: np.ndarray, lookup: np.ndarray, pixels: np.ndarray | None = None
+    ) -> None:
         """Overwrite ``lookup`` (box-sized (h, w, 2) source coordinates) with the exact
         piecewise-affine inverse inside the given triangles at ``placed`` (V, 2), for all
         pixels of the triangles' bounding box or only ``pixels`` ((P, 2) x, y inside the box).
@@ -239,7 +249,7 @@ class PortraitAnimator:
             return
         k = np.argmax(inside[hit], axis=1)
         rows = np.flatnonzero(hit)
-        source = (wa[rows, k, None] * src[k, 0] + wb[rows, k, None] * src[k, 1] + wc[rows, k, None] * src[k, 2])
+        source = wa[rows, k, None] * src[k, 0] + wb[rows, k, None] * src[k, 1] + wc[rows, k, None] * src[k, 2]
         lookup[pixels[rows, 1].astype(int) - y0, pixels[rows, 0].astype(int) - x0] = source.astype(np.float32)
 
     def _lip_seam_pixels(self, placed: np.ndarray) -> np.ndarray | None:
@@ -277,8 +287,9 @@ class PortraitAnimator:
         out = coeffs[:70].copy()
         out[: ex.EXP_STOP] = np.clip(out[: ex.EXP_STOP], EXPRESSION_CLIP[:, 0], EXPRESSION_CLIP[:, 1])
         out[ex.YAW : ex.ROLL + 1] = np.clip(out[ex.YAW : ex.ROLL + 1], -_POSE_LIMITS, _POSE_LIMITS)
-        out[ex.TRANS_X : ex.TRANS_Y + 1] = np.clip(out[ex.TRANS_X : ex.TRANS_Y + 1], -MAX_TRANS_XY_FACE_H,
-                                                   MAX_TRANS_XY_FACE_H)
+        out[ex.TRANS_X : ex.TRANS_Y + 1] = np.clip(
+            out[ex.TRANS_X : ex.TRANS_Y + 1], -MAX_TRANS_XY_FACE_H, MAX_TRANS_XY_FACE_H
+        )
         out[ex.TRANS_Z] = np.clip(out[ex.TRANS_Z], -MAX_SCALE_CHANGE, MAX_SCALE_CHANGE)
         return out
 
@@ -353,10 +364,12 @@ class PortraitAnimator:
         seam = self._lip_seam_pixels(placed)
         if seam is not None:
             self._exact_inverse(placed, self.lip_triangles, lookup, seam)
-        cv2.remap(self.image, lookup, None, cv2.INTER_LINEAR, dst=frame[y0:y1, x0:x1],
-                  borderMode=cv2.BORDER_REFLECT_101)
-        paint_mouth(frame, self.image, placed, self.skull_affine(clipped), self.mouth_rest,
-                    float(clipped[ex.TEETH_SHOW]))
+        cv2.remap(
+            self.image, lookup, None, cv2.INTER_LINEAR, dst=frame[y0:y1, x0:x1], borderMode=cv2.BORDER_REFLECT_101
+        )
+        paint_mouth(
+            frame, self.image, placed, self.skull_affine(clipped), self.mouth_rest, float(clipped[ex.TEETH_SHOW])
+        )
         return frame
 
     def _inverse_lookup(self, field: np.ndarray) -> np.ndarray:
@@ -371,21 +384,37 @@ class PortraitAnimator:
         half *= seed_w / coarse_w
         inverse = half
         for _ in range(SEED_ITERATIONS):
-            inverse = cv2.remap(half, cv2.subtract(self.seed_grid, inverse), None, cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            inverse = cv2.remap(
+                half,
+                cv2.subtract(self.seed_grid, inverse),
+                None,
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
         inverse = cv2.resize(inverse, (coarse_w, coarse_h), interpolation=cv2.INTER_LINEAR)
         inverse *= coarse_w / seed_w
         for _ in range(INVERSE_ITERATIONS):
-            inverse = cv2.remap(field, cv2.subtract(self.coarse_grid, inverse), None, cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            inverse = cv2.remap(
+                field,
+                cv2.subtract(self.coarse_grid, inverse),
+                None,
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
         source = cv2.scaleAdd(inverse, -float(FIELD_STEP), self.coarse_pixels)  # frame pixels
         grid_h, grid_w = self.border_fix.shape[:2]
         lookup = cv2.resize(source, (grid_w, grid_h), interpolation=cv2.INTER_LINEAR)
         edge = FIELD_STEP // 2
         if edge:
             inner = slice(edge, grid_h - edge)  # the corners belong to the row strips only
-            for rows, cols in ((slice(0, edge), slice(None)), (slice(grid_h - edge, grid_h), slice(None)),
-                               (inner, slice(0, edge)), (inner, slice(grid_w - edge, grid_w))):
+            for rows, cols in (
+                (slice(0, edge), slice(None)),
+                (slice(grid_h - edge, grid_h), slice(None)),
+                (inner, slice(0, edge)),
+                (inner, slice(grid_w - edge, grid_w)),
+            ):
                 lookup[rows, cols] -= self.border_fix[rows, cols]
         x0, y0, x1, y1 = self.box
         return lookup[: y1 - y0, : x1 - x0]

@@ -95,9 +95,7 @@ def detect_all_faces(image: np.ndarray) -> list[np.ndarray]:
         result = _face_mesh().process(np.ascontiguousarray(image[..., :3]))
     faces = []
     for face in result.multi_face_landmarks or []:
-        faces.append(
-            np.array([[p.x * width, p.y * height, p.z * width] for p in face.landmark], dtype=np.float32)
-        )
+        faces.append(np.array([[p.x * width, p.y * height, p.z * width] for p in face.landmark], dtype=np.float32))
     return faces
 
 

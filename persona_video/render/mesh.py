@@ -37,8 +37,44 @@ HEAD_RING_SCALE = 1.32
 #: watches pixels beyond 1.2 face heights, which must stay untouched.
 ANCHOR_RADIUS_FACE_H = 1.08
 NUM_ANCHORS = 28
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+FACE_OVAL = (
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+)
 
 
 def tesselation_triangles() -> np.ndarray:
@@ -106,8 +142,11 @@ def signed_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 def _separate_closed_lids(points: np.ndarray, frame: FaceFrame) -> np.ndarray:
     """Nudge inner-lip / eyelid pairs at least 0.6 px apart so the hole strips have positive area."""
     points = points.copy()
-    for upper, lower in ((UPPER_INNER_LIP, LOWER_INNER_LIP), (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER),
-                         (LEFT_EYE_UPPER, LEFT_EYE_LOWER)):
+    for upper, lower in (
+        (UPPER_INNER_LIP, LOWER_INNER_LIP),
+        (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER),
+        (LEFT_EYE_UPPER, LEFT_EYE_LOWER),
+    ):
         for u, lo in zip(upper[1:-1], lower[1:-1]):
             gap = float((points[lo] - points[u]) @ frame.down)
             if gap < 0.6:
@@ -135,8 +174,7 @@ def build_mesh(points: np.ndarray, depth: np.ndarray, frame: FaceFrame) -> Mesh:
     num_head = len(head)
     mean_z = float(face_z[list(FACE_OVAL)].mean())
     depth_all = np.concatenate([face_z, np.full(num_head, mean_z), np.full(NUM_ANCHORS, mean_z)])
-    pose_weight = np.concatenate([np.ones(NUM_FACE_VERTICES), np.where(is_neck_head, 0.55, 1.0),
-                                  np.zeros(NUM_ANCHORS)])
+    pose_weight = np.concatenate([np.ones(NUM_FACE_VERTICES), np.where(is_neck_head, 0.55, 1.0), np.zeros(NUM_ANCHORS)])
     is_neck = np.concatenate([np.zeros(NUM_FACE_VERTICES, bool), is_neck_head, np.zeros(NUM_ANCHORS, bool)])
 
     holes = _strip(UPPER_INNER_LIP, LOWER_INNER_LIP) + _strip(RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)

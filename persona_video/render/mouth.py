@@ -81,8 +81,9 @@ class MouthRest:
     tooth_gaps: tuple[np.ndarray, np.ndarray]
 
     @classmethod
-    def from_points(cls, points: np.ndarray, down: np.ndarray, face_h: float,
-                    image: np.ndarray | None = None) -> MouthRest:
+    def from_points(
+        cls, points: np.ndarray, down: np.ndarray, face_h: float, image: np.ndarray | None = None
+    ) -> MouthRest:
         """points: (≥468, 2) rest landmarks in frame pixels; down: (2,) unit vector; face_h: pixels;
         image: the framed portrait (H, W, 3) uint8, whose cheeks give the light the teeth take."""
         upper_x, upper_y = _line(points[list(UPPER_INNER_LIP)])
@@ -91,8 +92,18 @@ class MouthRest:
         own = inner_gap_px(points, down) > OWN_INTERIOR_MIN_GAP_FACE_H * face_h
         teeth = _TEETH_RGB if image is None else teeth_colour(image, points, face_h)
         half_w = max(0.5 * float(abs(corners[1] - corners[0])), 1.0)
-        return cls(upper_x, upper_y, lower_x, lower_y, float(corners.mean()), half_w, float(face_h), bool(own),
-                   teeth, _distance_knots(_TOOTH_EDGES * half_w))
+        return cls(
+            upper_x,
+            upper_y,
+            lower_x,
+            lower_y,
+            float(corners.mean()),
+            half_w,
+            float(face_h),
+            bool(own),
+            teeth,
+            _distance_knots(_TOOTH_EDGES * half_w),
+        )
 
 
 #: Cheek landmarks whose surroundings sample the portrait's skin (light and colour cast).
@@ -121,7 +132,11 @@ def teeth_colour(image: np.ndarray, points: np.ndarray, face_h: float) -> np.nda
 
 
 def paint_mouth(
-    frame: np.ndarray, image: np.ndarray, placed: np.ndarray, skull: np.ndarray, rest: MouthRest,
+    frame: np.ndarray,
+    image: np.ndarray,
+    placed: np.ndarray,
+    skull: np.ndarray,
+    rest: MouthRest,
     teeth_show: float,
 ) -> None:
     """Redraw the inside of the placed inner-lip polygon of ``frame`` (H, W, 3) uint8 in place.
@@ -179,8 +194,9 @@ def paint_mouth(
         raised = min(max(teeth_show, 0.0) / 0.2, 1.0)
         stretched = rest_top + 2.0 + 0.2 * (depth - 2.0)  # the teeth's top rows, drawn longer
         map_y = np.where(depth < 2.0, src_y + raised * (stretched - src_y), src_y).astype(np.float32)
-        own = cv2.remap(image, src_x.astype(np.float32), map_y, cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
+        own = cv2.remap(
+            image, src_x.astype(np.float32), map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        ).astype(np.float32)
         # at rest the own pixels reach past the lower lip line (the anti-aliased edge keeps the lip)
         opened = np.clip((gap - rest_gap) / 3.0, 0.0, 1.0)
         feather = np.maximum(1.5 * opened, 1e-3)
@@ -217,8 +233,15 @@ def paint_mouth(
     roi = frame[y0:y1, x0:x1].astype(np.float32)
     out = roi + (fill - roi) * alpha
     if rest.own_interior:
-        _shade_seam(out, ys, top_y, bottom_y, gap, np.interp(xs[0], rest.upper_x, rest.upper_y),
-                    np.interp(xs[0], rest.lower_x, rest.lower_y))
+        _shade_seam(
+            out,
+            ys,
+            top_y,
+            bottom_y,
+            gap,
+            np.interp(xs[0], rest.upper_x, rest.upper_y),
+            np.interp(xs[0], rest.lower_x, rest.lower_y),
+        )
     frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -241,8 +264,15 @@ def _distance_to_nearest(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.interp(values, *_distance_knots(edges)).astype(np.float32)
 
 
-def _shade_seam(out: np.ndarray, ys: np.ndarray, top_y: np.ndarray, bottom_y: np.ndarray, gap: np.ndarray,
-                rest_top: np.ndarray, rest_bottom: np.ndarray) -> None:
+def _shade_seam(
+    out: np.ndarray,
+    ys: np.ndarray,
+    top_y: np.ndarray,
+    bottom_y: np.ndarray,
+    gap: np.ndarray,
+    rest_top: np.ndarray,
+    rest_bottom: np.ndarray,
+) -> None:
     """Where the lips close beyond the portrait's own opening, draw the dark line between them.
 
     The landmarks' inner contour sits a pixel or two inside the teeth, so lips brought together

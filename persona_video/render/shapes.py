@@ -86,8 +86,9 @@ def _gauss(uv: np.ndarray, centre: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-np.sum((uv - centre) ** 2, axis=1) / (2.0 * sigma * sigma))
 
 
-def expression_basis(vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray,
-                     fixed: np.ndarray | None = None) -> np.ndarray:
+def expression_basis(
+    vertices: np.ndarray, frame: FaceFrame, is_neck: np.ndarray, fixed: np.ndarray | None = None
+) -> np.ndarray:
     """Displacement fields of the 10 named controls at strength 1.
 
     vertices: (V, 2) pixels, the first 468 being face-mesh landmarks.
@@ -185,8 +186,10 @@ def _blink_field(vertices: np.ndarray, uv: np.ndarray, upper: tuple, lower: tupl
     gap = vertices[low_idx] - vertices[up_idx]  # (7, 2) pixels, pointing down
     # the drop fades towards the corners, which stay put
     # flat in the middle (the closed lid follows the lower lid's curve), easing to the corners
-    drop = LOWER_LID_DROP * np.minimum(1.0, 1.5 * np.sin(np.pi * np.arange(1, len(up_idx) + 1)
-                                                     / (len(up_idx) + 1)))[:, None]
+    drop = (
+        LOWER_LID_DROP
+        * np.minimum(1.0, 1.5 * np.sin(np.pi * np.arange(1, len(up_idx) + 1) / (len(up_idx) + 1)))[:, None]
+    )
     disp[low_idx] = drop * gap
     disp[up_idx] = (drop + UPPER_LID_REACH) * gap
     lid = vertices[list(upper)]

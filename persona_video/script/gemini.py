@@ -76,7 +76,11 @@ class GeminiSettings:
         if not api_key:
             return None
         timeout_s = env_number(
-            "PERSONA_VIDEO_GEMINI_TIMEOUT_S", DEFAULT_TIMEOUT_S, example="30 (seconds)", positive=True, env=env,
+            "PERSONA_VIDEO_GEMINI_TIMEOUT_S",
+            DEFAULT_TIMEOUT_S,
+            example="30 (seconds)",
+            positive=True,
+            env=env,
             error=InputError,
         )
         return cls(

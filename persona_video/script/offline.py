@@ -38,11 +38,32 @@ _QUESTION = re.compile(
 )
 _PREPOSITION = re.compile(r"\s(?:of|for|in|on|with|about|to|from|at|by|under|over|vs\.?|versus)\s", re.IGNORECASE)
 #: A second question joined on ("What is USB-C and why does it matter?"): the prompt is a question.
-_JOINED_QUESTION = re.compile(r"\b(?:and|or|but)\s+(?:why|how|what|when|where|who|which|does|do|is|are|can|should)\b",
-                              re.IGNORECASE)
+_JOINED_QUESTION = re.compile(
+    r"\b(?:and|or|but)\s+(?:why|how|what|when|where|who|which|does|do|is|are|can|should)\b", re.IGNORECASE
+)
 #: First words lower-cased in the middle of a sentence ("So, the history of the internet.").
-_COMMON_FIRST = {"the", "a", "an", "this", "that", "these", "those", "my", "your", "our", "their", "some", "any",
-                 "how", "why", "what", "when", "where", "which", "who"}
+_COMMON_FIRST = {
+    "the",
+    "a",
+    "an",
+    "this",
+    "that",
+    "these",
+    "those",
+    "my",
+    "your",
+    "our",
+    "their",
+    "some",
+    "any",
+    "how",
+    "why",
+    "what",
+    "when",
+    "where",
+    "which",
+    "who",
+}
 #: Words ending in "s" that are not plurals.
 _SINGULAR_S = re.compile(r"(?:ss|us|is|ics|news|series|species|gas|os)$", re.IGNORECASE)
 

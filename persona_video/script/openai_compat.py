@@ -73,7 +73,11 @@ class OpenAISettings:
                 "e.g. http://127.0.0.1:11434/v1"
             )
         timeout_s = env_number(
-            "PERSONA_VIDEO_LLM_TIMEOUT_S", DEFAULT_TIMEOUT_S, example="60 (seconds)", positive=True, env=env,
+            "PERSONA_VIDEO_LLM_TIMEOUT_S",
+            DEFAULT_TIMEOUT_S,
+            example="60 (seconds)",
+            positive=True,
+            env=env,
             error=InputError,
         )
         return cls(
