@@ -141,7 +141,7 @@ _TEMPLATES: dict[str, dict[str, list[str]]] = {
         "hook?": [
             "{Question} It's a good question, and the answer is simpler than it looks.",
             "{Question} Let's get straight to the point.",
-            "So, {question} Here's the short, clear version.",
+            "So, {question} Let's break it down.",
         ],
         "body": [
             "First, the big picture, because everything else builds on it.",
