@@ -3,7 +3,7 @@
     python app.py        # serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (0.0.0.0:7860)
 
 Nothing heavy happens at import: the page is built in ``build_ui()``, and the
-voices and face mesh load on the first request.
+voices and face mesh load in the background once the server starts.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -190,13 +191,39 @@ def _build_blocks() -> Any:
     return build_ui()
 
 
+def warm_up() -> float:
+    """Load what a first request would otherwise wait for: each shipped persona's embedded voice
+    and its portrait's face mesh and animator (crop framing). Returns the seconds it took. A
+    failure is logged and left for the request that needs the part to report."""
+    from .errors import PersonaVideoError
+    from .personas import list_personas
+    from .speech.voices import EMBEDDED_VOICES, get_voice
+    from .stages import load_portrait_for
+
+    started = time.perf_counter()
+    for persona in list_personas():
+        try:
+            if persona.speech.voice in EMBEDDED_VOICES:
+                get_voice(persona.speech.voice)
+            load_portrait_for(persona, None, "crop")
+        except (PersonaVideoError, OSError, ValueError) as e:
+            logger.warning("warm-up: persona %s not preloaded: %s", persona.id, e)
+    seconds = time.perf_counter() - started
+    logger.info("warm-up: voices and portraits loaded in %.2f s", seconds)
+    return seconds
+
+
 def serve(host: str | None = None, port: int | None = None) -> None:
-    """Serve page and API on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (or PORT), default 0.0.0.0:7860."""
+    """Serve page and API on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (or PORT), default 0.0.0.0:7860.
+
+    The voices and portraits load in the background as the server starts (``warm_up``), so the
+    first Generate does not wait for them."""
     import uvicorn
 
     host = host or os.environ.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT", "").strip() or os.environ.get("PORT", "").strip() or 7860)
     app = create_server(_build_blocks())
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     logger.info("Persona Video on http://%s:%d (API under /api, docs at /api/docs)", host, port)
     # Behind a proxy (a Space), the forwarded scheme and host make the absolute URLs right.
     uvicorn.run(app, host=host, port=port, proxy_headers=True, forwarded_allow_ips="*", log_level="info")

@@ -219,3 +219,18 @@ def test_page_and_api_run_one_pipeline_at_a_time(outputs):
     page_job = Job.open(updates[-1]["job_id"]).manifest
     api_job = Job.open(job_id).manifest
     assert api_job["created"] >= page_job["finished"] - 0.05  # the API job ran after the page's
+
+
+def test_warm_up_loads_each_shipped_personas_voice_and_portrait():
+    import subprocess
+    import sys
+
+    # a fresh process, as the server starts: nothing is loaded until warm_up runs
+    code = (
+        "import persona_video.stages as stages, persona_video.speech.voices as voices;"
+        "from persona_video.server import warm_up;"
+        "before = (len(stages._ANIMATORS), sorted(voices._VOICES)); warm_up();"
+        "print(before, (len(stages._ANIMATORS), sorted(voices._VOICES)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip() == "(0, []) (2, ['heart'])"
