@@ -252,14 +252,14 @@ def test_no_control_moves_the_anchor_ring(animators, name):
     assert np.abs(talking - animator.image.astype(int)).max(axis=2)[outer].mean() < 1.5
 
 
-def test_tooth_gap_distance_is_the_distance_to_the_nearest_edge():
-    from persona_video.render.mouth import _TOOTH_EDGES, _distance_to_nearest
+def test_tooth_gap_distance_is_the_distance_to_the_nearest_edge(animators):
+    from persona_video.render.mouth import _TOOTH_EDGES
 
-    values = np.random.default_rng(4).uniform(0.0, 60.0, (24, 40)).astype(np.float32)
-    for half_width in (4.0, 23.5):
-        edges = _TOOTH_EDGES * half_width
+    values = np.random.default_rng(4).uniform(0.0, 600.0, (24, 40)).astype(np.float32)
+    for rest in (animators["grace_hopper"].mouth_rest, animators["astronaut"].mouth_rest):
+        edges = _TOOTH_EDGES * rest.half_w
         brute = np.abs(values[..., None] - edges).min(axis=-1)
-        assert np.allclose(_distance_to_nearest(values, edges), brute, atol=1e-4)
+        assert np.allclose(np.interp(values, *rest.tooth_gaps), brute, atol=1e-3)
 
 
 def test_frame_landmarks_follow_the_rendered_face(animators):

@@ -259,11 +259,6 @@ def _distance_knots(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return knots, heights
 
 
-def _distance_to_nearest(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """|values - the nearest of the sorted ``edges``|, elementwise (float32)."""
-    return np.interp(values, *_distance_knots(edges)).astype(np.float32)
-
-
 def _shade_seam(
     out: np.ndarray,
     ys: np.ndarray,
