@@ -134,6 +134,16 @@ def _posing_depth(uv: np.ndarray, depth: np.ndarray, face_h: float, detail: floa
     return -SKULL_DEPTH_FACE_H * face_h * np.sqrt(shell) + detail * centre_weight * relief
 
 
+def _fixed_point(field: np.ndarray, grid: np.ndarray, inverse: np.ndarray, iterations: int) -> np.ndarray:
+    """``iterations`` steps of inverse(x) = field(x - inverse(x)) on one grid: field, grid (the
+    grid's own coordinates) and inverse are (h, w, 2) float32 in that grid's units."""
+    for _ in range(iterations):
+        inverse = cv2.remap(
+            field, cv2.subtract(grid, inverse), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
+    return inverse
+
+
 class PortraitAnimator:
     """Animates one portrait from compact-70/73 coefficients (see ``persona_video.expression``).
 
@@ -382,27 +392,10 @@ class PortraitAnimator:
         seed_h, seed_w = self.seed_grid.shape[:2]
         half = cv2.resize(field, (seed_w, seed_h), interpolation=cv2.INTER_AREA)
         half *= seed_w / coarse_w
-        inverse = half
-        for _ in range(SEED_ITERATIONS):
-            inverse = cv2.remap(
-                half,
-                cv2.subtract(self.seed_grid, inverse),
-                None,
-                cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT,
-                borderValue=0,
-            )
+        inverse = _fixed_point(half, self.seed_grid, half, SEED_ITERATIONS)
         inverse = cv2.resize(inverse, (coarse_w, coarse_h), interpolation=cv2.INTER_LINEAR)
         inverse *= coarse_w / seed_w
-        for _ in range(INVERSE_ITERATIONS):
-            inverse = cv2.remap(
-                field,
-                cv2.subtract(self.coarse_grid, inverse),
-                None,
-                cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT,
-                borderValue=0,
-            )
+        inverse = _fixed_point(field, self.coarse_grid, inverse, INVERSE_ITERATIONS)
         source = cv2.scaleAdd(inverse, -float(FIELD_STEP), self.coarse_pixels)  # frame pixels
         grid_h, grid_w = self.border_fix.shape[:2]
         lookup = cv2.resize(source, (grid_w, grid_h), interpolation=cv2.INTER_LINEAR)
