@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import stages
+from . import video as video_stage
 from .errors import PersonaVideoError, StageError
 from .governor import FULL_3DMM_MIN_DIMS, GovernorConfig
 from .jobs import Job
@@ -190,7 +191,7 @@ def _render(
     yield StageEvent("governor", job.job_id, "numpy", seconds, (governed, gains, config))
 
     (video, backend, reused, same_as), seconds = _timed(
-        "video", job, stages.render_video, job, portrait, governed, audio, sample_rate, timing, request
+        "video", job, video_stage.render_video, job, portrait, governed, audio, sample_rate, timing, request
     )
     job.record_stage("video", backend, seconds, frames=governed.num_frames, reused_frames=reused)
     total = time.perf_counter() - started
