@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Literal
 
 import cv2
 import numpy as np
 
 from persona_video import expression as ex
 from persona_video.render.face import FaceLandmarks
+from persona_video.render.geometry import Framing, frame_portrait, posing_depth, rotation
 from persona_video.render.mesh import NUM_FACE_VERTICES, build_mesh, pixel_matrix, signed_areas
 from persona_video.render.mouth import MouthRest, paint_mouth
 from persona_video.render.shapes import (
@@ -36,22 +36,12 @@ from persona_video.render.shapes import (
 
 logger = logging.getLogger(__name__)
 
-Framing = Literal["crop", "full"]
-#: In "crop" framing the square frame is this many face heights (forehead to chin) tall.
-CROP_FACE_HEIGHTS = 2.0
-#: ... and its centre sits this many face heights below the face centre (shows the shoulders).
-CROP_CENTRE_DROP = 0.12
 #: Fixed-point iterations inverting the forward displacement field: first on a grid twice as
 #: coarse as the field's (cheap, gets close), then on the field's own grid (restores the detail).
 SEED_ITERATIONS = 2
 INVERSE_ITERATIONS = 1
 #: The displacement field is computed on a grid this many pixels apart and upsampled.
 FIELD_STEP = 4
-#: Share of the face mesh's depth detail (nose, brows) kept when posing, 0..1.
-DEPTH_DETAIL = 0.3
-RELIEF_BLUR_FACE_H = 0.05
-#: Distance from the face's front to the head's turning axis, face heights.
-SKULL_DEPTH_FACE_H = 0.5
 MAX_TRANS_XY_FACE_H = 0.08
 MAX_SCALE_CHANGE = 0.08
 #: A blink coefficient at or above this shuts the eye fully (lower values close it in proportion).
@@ -62,76 +52,6 @@ _SEAM_MARGIN_PX = 3
 #: Landmarks around the mouth whose pose-only motion defines the skull's (upper teeth) motion.
 _MOUTH_REFERENCE = list(UPPER_INNER_LIP + LOWER_INNER_LIP + (1, 2, 164, 152, 17, 0))
 _POSE_LIMITS = np.array([ex.MAX_YAW_RAD, ex.MAX_PITCH_RAD, ex.MAX_ROLL_RAD])
-
-
-def frame_portrait(
-    portrait: np.ndarray, landmarks: FaceLandmarks, framing: Framing, out_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut the frame the video shows.
-
-    Returns (image (H, W, 3) uint8, points (478, 2) and depth (478,) in the
-    frame's pixel-centre coordinates).
-    """
-    points = landmarks.points_px.astype(np.float64) - 0.5  # MediaPipe x*W -> pixel centres
-    depth = landmarks.depth_px.astype(np.float64)
-    if framing == "full":
-        height, width = portrait.shape[:2]
-        image = np.ascontiguousarray(portrait[: height - height % 2, : width - width % 2, :3])
-        return image, points, depth
-    if framing != "crop":
-        raise ValueError(f"framing must be 'crop' or 'full', not {framing!r}")
-    face_h = landmarks.face_height_px
-    down = landmarks.points_px[152] - landmarks.points_px[10]
-    centre = points[:468].mean(axis=0) + CROP_CENTRE_DROP * face_h * down / np.linalg.norm(down)
-    side = CROP_FACE_HEIGHTS * face_h
-    scale = out_size / side
-    source = portrait[..., :3]
-    if scale < 0.75:  # shrink first with area averaging so the crop does not alias
-        source = cv2.resize(source, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        points = (points + 0.5) * (source.shape[1] / portrait.shape[1]) - 0.5
-        centre = (centre + 0.5) * (source.shape[1] / portrait.shape[1]) - 0.5
-        depth = depth * (source.shape[1] / portrait.shape[1])
-        scale = out_size / (side * source.shape[1] / portrait.shape[1])
-    # pixel-centre mapping: out = scale * (in - centre) + (out_size - 1) / 2
-    shift = (out_size - 1) / 2.0 - scale * centre
-    matrix = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]])
-    image = cv2.warpAffine(
-        source, matrix, (out_size, out_size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101
-    )
-    return image, points * scale + shift, depth * scale
-
-
-def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """3x3 rotation for image axes (x right, y down, z into the screen... MediaPipe z: towards camera < 0)."""
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
-    r_yaw = np.array([[cy, 0.0, -sy], [0.0, 1.0, 0.0], [sy, 0.0, cy]])
-    r_pitch = np.array([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]])
-    r_roll = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
-    return r_roll @ r_pitch @ r_yaw
-
-
-def _posing_depth(uv: np.ndarray, depth: np.ndarray, face_h: float, detail: float = DEPTH_DETAIL) -> np.ndarray:
-    """(N,) depth in pixels used for posing, relative to the rotation pivot.
-
-    A wide ellipsoid (the skull) plus ``detail`` of the face mesh's own relief
-    (nose, brows) around a quadratic fit. The true depth is steep at the
-    silhouette and under the nose, where a rigid turn would fold the 2-D mesh
-    (those parts really hide themselves); the ellipsoid keeps every point in
-    front of the silhouette for the supported angles.
-    uv: (N, 2) face coordinates (face heights); depth: (N,) MediaPipe z, pixels; face_h: pixels.
-    """
-    u, v = uv[:, 0], uv[:, 1]
-    half_w = max(float(np.abs(u).max()), 0.2)
-    shell = np.clip(1.0 - (u / (1.5 * half_w)) ** 2 - (v / 0.8) ** 2, 0.05, 1.0)
-    design = np.column_stack([np.ones_like(u), u, v, u * u, v * v, u * v])
-    coef, *_ = np.linalg.lstsq(design, depth, rcond=None)
-    relief = depth - design @ coef
-    # smoothed, so the nose bulges as a whole without the steep underside that would fold
-    dist2 = np.sum((uv[:, None, :] - uv[None, :, :]) ** 2, axis=2)
-    blur = np.exp(-dist2 / (2.0 * RELIEF_BLUR_FACE_H**2))
-    relief = (blur @ relief) / blur.sum(axis=1)
-    centre_weight = np.exp(-((u / 0.16) ** 2) - ((v / 0.3) ** 2))  # relief only where the face is frontal
-    return -SKULL_DEPTH_FACE_H * face_h * np.sqrt(shell) + detail * centre_weight * relief
 
 
 def _fixed_point(field: np.ndarray, grid: np.ndarray, inverse: np.ndarray, iterations: int) -> np.ndarray:
@@ -169,7 +89,7 @@ class PortraitAnimator:
         face_h = self.face.face_h
         self.pivot = np.array([*(self.face.centre + 0.2 * face_h * self.face.down), 0.0])
         face_uv = self.face.to_face(points[:NUM_FACE_VERTICES])
-        self.mesh.depth[:NUM_FACE_VERTICES] = _posing_depth(face_uv, depth[:NUM_FACE_VERTICES], face_h)
+        self.mesh.depth[:NUM_FACE_VERTICES] = posing_depth(face_uv, depth[:NUM_FACE_VERTICES], face_h)
         self.mesh.depth[NUM_FACE_VERTICES:] = -0.15 * face_h
         self.mouth_rest = MouthRest.from_points(points, self.face.down, face_h, self.image)
         lo = np.floor(self.rest_vertices.min(axis=0)).astype(int)
@@ -314,9 +234,9 @@ class PortraitAnimator:
     def _pose(self, moved: np.ndarray, coeffs: np.ndarray, index: slice | list[int] = slice(None)) -> np.ndarray:
         """Turn, scale and shift ``moved`` (N, 2), the vertices ``index`` after the expression,
         by the head pose of ``coeffs``, each vertex as far as its pose weight says."""
-        rotation = _rotation(coeffs[ex.YAW], coeffs[ex.PITCH], coeffs[ex.ROLL])
+        turn = rotation(coeffs[ex.YAW], coeffs[ex.PITCH], coeffs[ex.ROLL])
         rel = np.column_stack([moved - self.pivot[:2], self.mesh.depth[index] - self.pivot[2]])
-        turned = rel @ rotation.T
+        turned = rel @ turn.T
         scale = 1.0 + coeffs[ex.TRANS_Z]
         shift = np.array([coeffs[ex.TRANS_X], coeffs[ex.TRANS_Y]]) * self.face.face_h
         posed = self.pivot[:2] + turned[:, :2] * scale + shift
