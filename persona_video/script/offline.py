@@ -73,10 +73,10 @@ class Topic:
     """What the prompt asks about.
 
     subject: a noun phrase ("the M4 Mac Mini", "black holes"), or the question's own words
-    ("how a heat pump works" is not attempted: a question stays a question);
-    question: the prompt's question, capitalised with its question mark, or "" when the
-    prompt names a thing (lower-case first letter, for the middle of a sentence); plural:
-    whether the subject takes "are".
+    when the prompt asks one (not turned into a clause: a question stays a question);
+    question: that question with its question mark and a lower-case first letter (for the
+    middle of a sentence), or "" when the prompt names a thing; plural: whether the subject
+    takes "are".
     """
 
     subject: str
@@ -85,8 +85,8 @@ class Topic:
 
 
 def topic_of(prompt: str) -> Topic:
-    """'Explain the M4 Mac Mini' -> Topic('the M4 Mac Mini'); 'can you explain why is the sky
-    blue?' -> Topic('why is the sky blue', question='Why is the sky blue?')."""
+    """'Explain the M4 Mac Mini' -> Topic('the M4 Mac Mini'); 'Can you explain why is the sky
+    blue?' -> Topic('why is the sky blue', question='why is the sky blue?')."""
     text = " ".join(prompt.split()).strip().rstrip("?.!").strip()
     previous = None
     while previous != text:
@@ -107,11 +107,6 @@ def topic_of(prompt: str) -> Topic:
         text = text[:1].lower() + text[1:]
         return Topic(text, question=text + "?")
     return Topic(text, plural=_looks_plural(text))
-
-
-def subject_of(prompt: str) -> str:
-    """The thing or question the prompt asks about (see :func:`topic_of`)."""
-    return topic_of(prompt).subject
 
 
 def _looks_plural(phrase: str) -> bool:
