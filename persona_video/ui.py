@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from . import ui_events
+from . import ui_content, ui_events
 from .governor import GOVERNOR_FIELDS
 from .jobs import outputs_dir
 from .personas import list_personas
@@ -83,7 +83,7 @@ def _persona_inputs() -> tuple[gr.Radio, gr.Markdown]:
     ids = [persona.id for persona in personas]
     default = DEFAULT_PERSONA if DEFAULT_PERSONA in ids else ids[0]
     gallery = gr.Gallery(
-        value=ui_events.persona_gallery(),
+        value=ui_content.persona_gallery(),
         label="Personas (style presets)",
         columns=len(ids),
         height=250,
@@ -95,7 +95,7 @@ def _persona_inputs() -> tuple[gr.Radio, gr.Markdown]:
     persona = gr.Radio(
         choices=[(p.name, p.id) for p in personas], value=default, label="Persona", elem_id="persona-radio"
     )
-    card = gr.Markdown(ui_events.persona_card(default))
+    card = gr.Markdown(ui_content.persona_card(default))
 
     def pick(event: gr.SelectData) -> str:
         return ids[event.index]
@@ -148,7 +148,7 @@ def build_ui() -> gr.Blocks:
                     reference = gr.Audio(
                         type="filepath", label="Reference voice (3–30 s)", sources=["upload"], format="wav"
                     )
-                    gr.Markdown(ui_events.voice_cloning_note())
+                    gr.Markdown(ui_content.voice_cloning_note())
                 with gr.Accordion("Advanced", open=False):
                     temperature = gr.Slider(0.0, 2.0, value=chosen.script.temperature, step=0.05, label="Temperature")
                     max_tokens = gr.Slider(16, 2048, value=chosen.script.max_tokens, step=1, label="Max tokens")
@@ -168,7 +168,7 @@ def build_ui() -> gr.Blocks:
                     with gr.Row():
                         framing = gr.Radio(list(FRAMINGS), value="crop", label="Framing")
                         still = gr.Checkbox(value=False, label="Still head (animate the face only)")
-                    gr.Markdown(ui_events.auto_defaults_note())
+                    gr.Markdown(ui_content.auto_defaults_note())
                     auto = gr.Markdown(
                         "What `auto` picked appears here after a run.", label="Auto picked", elem_id="auto-picked"
                     )

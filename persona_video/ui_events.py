@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 
 from . import pipeline
 from .errors import InputError, PersonaVideoError
 from .governor import GOVERNOR_FIELDS
 from .jobs import Job
-from .personas import list_personas, load_persona
+from .personas import load_persona
 from .types import IntentTimingMap
+from .ui_content import persona_card
 from .ui_plot import intent_figure
 
 logger = logging.getLogger(__name__)
@@ -46,34 +46,6 @@ STAGES = tuple(RUNNING)
 #: Outputs that hold a run's results (repeated in its last update, so the API's answer has them all).
 RESULTS = ("script", "audio", "plot", "video", "files")
 AUTO = "auto"
-
-
-def persona_gallery(thumb_px: int = 192) -> list[tuple[np.ndarray, str]]:
-    """(square thumbnail (thumb_px, thumb_px, 3) uint8, display name) per persona."""
-    from PIL import Image
-
-    from .render import load_portrait
-
-    items = []
-    for persona in list_personas():
-        image = load_portrait(persona.portrait, persona.source.parent if persona.source else None)
-        height, width = image.shape[:2]
-        side = min(height, width)
-        top, left = max(0, (height - side) // 3), (width - side) // 2  # faces sit in the upper part
-        square = Image.fromarray(image[top : top + side, left : left + side])
-        thumb = np.asarray(square.resize((thumb_px, thumb_px), Image.Resampling.LANCZOS))
-        items.append((thumb, persona.name))
-    return items
-
-
-def persona_card(persona_id: str) -> str:
-    """Every persona's name and style line, the selected one marked."""
-    load_persona(persona_id)  # NotFoundError for an unknown id
-    lines = []
-    for persona in list_personas():
-        mark = "**\u25b8 " + persona.name + "**" if persona.id == persona_id else persona.name
-        lines.append(f"- {mark} — {persona.description}")
-    return "\n".join(lines)
 
 
 def persona_defaults(persona_id: str) -> tuple:
@@ -387,27 +359,3 @@ def reset() -> dict[str, Any]:
         "another": gr.update(visible=False),
         "prompt": "",
     }
-
-
-def voice_cloning_note() -> str:
-    """One line under the reference-voice upload saying whether cloning can run here."""
-    from .checkpoints import heavy_backend_status
-
-    status = heavy_backend_status("xtts")
-    if status.available:
-        return "Voice cloning (XTTS) is available: an uploaded 3–30 s recording is used as the voice."
-    return "Voice cloning (XTTS) is not installed here, so the **default voice is used** even with an upload."
-
-
-def auto_defaults_note() -> str:
-    """What `auto` resolves to on this machine before any run."""
-    from .script import resolve_script_backend
-
-    try:
-        script_backend, why = resolve_script_backend(AUTO)
-    except PersonaVideoError as e:
-        return f"Script backend: {e}"
-    text = f"Here `auto` writes scripts with **{script_backend}** ({why})."
-    if script_backend == "offline":
-        text += " The offline writer is template-based; set `GEMINI_API_KEY` for an LLM-written script."
-    return text

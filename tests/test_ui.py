@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from persona_video import ui_events
+from persona_video import ui_content, ui_events
 from persona_video.jobs import Job
 from persona_video.personas import load_persona
 from persona_video.types import IntentTimingMap, SegmentSpan
@@ -202,7 +202,7 @@ def test_persona_defaults_follow_the_persona() -> None:
 
 
 def test_persona_gallery_has_a_portrait_and_style_line_each() -> None:
-    items = ui_events.persona_gallery(thumb_px=64)
+    items = ui_content.persona_gallery(thumb_px=64)
     captions = [caption for _, caption in items]
     assert load_persona("mkbhd").name in captions and load_persona("ijustine").name in captions
     for image, _ in items:
