@@ -144,10 +144,8 @@ class SadTalkerRunner:
         command = [str(self.python), str(DRIVER), step, "--checkout", str(self.checkout_dir), *args]
         logger.info("SadTalker %s: %s", step, " ".join(command))
         try:
-            # SadTalker loads its configs and face models relative to its own folder.
-            result = subprocess.run(
-                command, cwd=self.checkout_dir, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False
-            )
+            # the driver works in the step's --out-dir (SadTalker's relative paths land there)
+            result = subprocess.run(command, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired as e:
             raise StageError(
                 "motion" if step == "coeff" else "render", f"SadTalker {step} ran over {STEP_TIMEOUT_S} s"

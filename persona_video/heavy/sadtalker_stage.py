@@ -17,17 +17,32 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import backend_dir, sadtalker_checkout
+from ..checkpoints import backend_dir, resolve_device, sadtalker_checkout
 from ..types import MotionTrack
 from .sadtalker import SadTalkerRunner, read_coeff_mat, write_coeff_mat
 
 logger = logging.getLogger(__name__)
 
 WORK_DIR = "sadtalker"
+#: Longest portrait side handed to SadTalker, pixels. Its cropper shrinks a face whose
+#: quad exceeds 2048 px with Pillow's ANTIALIAS filter, which Pillow 10 removed.
+MAX_PORTRAIT_PX = 1024
 
 
 def _runner() -> SadTalkerRunner:
-    return SadTalkerRunner(sadtalker_checkout(), backend_dir("sadtalker"), device="cuda")
+    return SadTalkerRunner(sadtalker_checkout(), backend_dir("sadtalker"), device=resolve_device("auto"))
+
+
+def _save_portrait(portrait: np.ndarray, path: Path) -> None:
+    """The portrait as SadTalker reads it: a PNG no larger than MAX_PORTRAIT_PX on its longest side."""
+    from PIL import Image
+
+    image = Image.fromarray(portrait)
+    scale = MAX_PORTRAIT_PX / max(image.size)
+    if scale < 1.0:
+        size = (max(2, round(image.width * scale)), max(2, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    image.save(path)
 
 
 def _fit_frames(coeffs: np.ndarray, num_frames: int) -> np.ndarray:
@@ -41,12 +56,10 @@ def sadtalker_motion(
     job_folder: Path, wav_path: Path, portrait: np.ndarray, num_frames: int, still: bool, framing: str
 ) -> MotionTrack:
     """Coefficients for the job's audio from SadTalker's audio2coeff."""
-    from PIL import Image
-
     work = job_folder / WORK_DIR
     work.mkdir(exist_ok=True)
     portrait_path = work / "portrait.png"
-    Image.fromarray(portrait).save(portrait_path)
+    _save_portrait(portrait, portrait_path)
     runner = _runner()
     mat = runner.audio_to_coeff(wav_path, portrait_path, work, still=still, preprocess=framing)
     track = read_coeff_mat(mat, runner.source_mat(work))
