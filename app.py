@@ -12,6 +12,9 @@ import importlib.util
 import logging
 import os
 
+# First: on a ZeroGPU Space, `spaces` must be imported before anything imports torch, and
+# its GPU function must exist before the server starts (persona_video/zerogpu.py).
+import persona_video.zerogpu  # noqa: F401, I001
 from persona_video.ui import build_ui
 
 __all__ = ["build_ui", "main"]

@@ -193,8 +193,9 @@ def _build_blocks() -> Any:
 
 def warm_up() -> float:
     """Load what a first request would otherwise wait for: each shipped persona's embedded voice
-    and its portrait's face mesh and animator (crop framing). Returns the seconds it took. A
-    failure is logged and left for the request that needs the part to report."""
+    and its portrait's face mesh and animator (crop framing), then the heavy in-process models
+    that can run here (XTTS v2, GFPGAN). Returns the seconds it took. A failure is logged and
+    left for the request that needs the part to report."""
     from .errors import PersonaVideoError
     from .personas import list_personas
     from .speech.voices import EMBEDDED_VOICES, get_voice
@@ -208,22 +209,31 @@ def warm_up() -> float:
             load_portrait_for(persona, None, "crop")
         except (PersonaVideoError, OSError, ValueError) as e:
             logger.warning("warm-up: persona %s not preloaded: %s", persona.id, e)
-    seconds = time.perf_counter() - started
-    logger.info("warm-up: voices and portraits loaded in %.2f s", seconds)
-    return seconds
+    logger.info("warm-up: voices and portraits loaded in %.2f s", time.perf_counter() - started)
+    from .heavy.preload import preload_heavy_models
+
+    preload_heavy_models()
+    return time.perf_counter() - started
 
 
 def serve(host: str | None = None, port: int | None = None) -> None:
     """Serve page and API on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (or PORT), default 0.0.0.0:7860.
 
-    The voices and portraits load in the background as the server starts (``warm_up``), so the
-    first Generate does not wait for them."""
+    The voices, portraits and heavy models load in the background as the server starts
+    (``warm_up``), so the first Generate does not wait for them. On a ZeroGPU Space they load
+    before the server answers, and the platform is told the app is up (``zerogpu.report_startup``)."""
     import uvicorn
+
+    from .zerogpu import on_zero_gpu, report_startup
 
     host = host or os.environ.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT", "").strip() or os.environ.get("PORT", "").strip() or 7860)
     app = create_server(_build_blocks())
-    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+    if on_zero_gpu():
+        warm_up()
+        report_startup()
+    else:
+        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     logger.info("Persona Video on http://%s:%d (API under /api, docs at /api/docs)", host, port)
     # Behind a proxy (a Space), the forwarded scheme and host make the absolute URLs right.
     uvicorn.run(app, host=host, port=port, proxy_headers=True, forwarded_allow_ips="*", log_level="info")

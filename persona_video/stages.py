@@ -61,7 +61,7 @@ def check_backends(request: Request) -> None:
     from .checkpoints import heavy_backend_status
 
     if request.motion_backend == "sadtalker":
-        status = heavy_backend_status("sadtalker")
+        status = sadtalker_status()
         if not status.available:
             raise BackendUnavailable(f"the sadtalker motion backend cannot run here: {status.reason}")
     if request.enhancer == "gfpgan":
@@ -89,7 +89,7 @@ def auto_choices(request: Request, persona: Persona) -> dict[str, dict[str, str]
         )
     else:
         speech_why = "chosen"
-    sadtalker = heavy_backend_status("sadtalker")
+    sadtalker = sadtalker_status()
     motion = motion_backend_for(request)
     if motion == "sadtalker":
         motion_why = sadtalker.reason
@@ -167,17 +167,23 @@ def save_script(job: Job, script: Script) -> None:
 
 
 def speak(script: Script, persona: Persona, request: Request) -> Speech:
-    from .speech import synthesize_with_intent
+    """The script spoken; XTTS (a torch model in this process) runs with a GPU lease on ZeroGPU,
+    asked for by the script's length."""
+    from .speech import resolve_voice, synthesize_with_intent
+    from .zerogpu import on_gpu, speech_gpu_s
 
-    return synthesize_with_intent(
-        script.intent,
-        persona,
-        voice=request.voice,
-        backend=request.speech_backend,
-        speed=request.speed,
-        seed=request.seed,
-        reference_wav=request.reference_wav,
-    )
+    options = {
+        "voice": request.voice,
+        "backend": request.speech_backend,
+        "speed": request.speed,
+        "seed": request.seed,
+        "reference_wav": request.reference_wav,
+    }
+    backend, _, _ = resolve_voice(persona, request.voice, request.speech_backend, request.reference_wav)
+    if backend == "xtts":
+        words = len(script.intent.spoken_text.split())
+        return on_gpu(speech_gpu_s(words), synthesize_with_intent, script.intent, persona, **options)
+    return synthesize_with_intent(script.intent, persona, **options)
 
 
 def save_speech(job: Job, speech: Speech) -> None:
@@ -188,13 +194,22 @@ def save_speech(job: Job, speech: Speech) -> None:
     job.write_json("timing.json", speech.timing.to_dict())
 
 
+def sadtalker_status():
+    """Whether SadTalker can run here (``checkpoints.heavy_backend_status``); never on a
+    ZeroGPU Space, which lends its GPU to this process only (``zerogpu.SADTALKER_REASON``)."""
+    from .checkpoints import BackendStatus, heavy_backend_status
+    from .zerogpu import SADTALKER_REASON, on_zero_gpu
+
+    if on_zero_gpu():
+        return BackendStatus("sadtalker", "motion/render", False, SADTALKER_REASON)
+    return heavy_backend_status("sadtalker")
+
+
 def motion_backend_for(request: Request) -> str:
     """ "sadtalker" when asked for, or auto and it can run here; else "embedded"."""
     if request.motion_backend == "embedded":
         return "embedded"
-    from .checkpoints import heavy_backend_status
-
-    if request.motion_backend == "sadtalker" or heavy_backend_status("sadtalker").available:
+    if request.motion_backend == "sadtalker" or sadtalker_status().available:
         return "sadtalker"
     return "embedded"
 

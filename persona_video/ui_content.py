@@ -58,4 +58,8 @@ def auto_defaults_note() -> str:
     text = f"Here `auto` writes scripts with **{script_backend}** ({why})."
     if script_backend == "offline":
         text += " The offline writer is template-based; set `GEMINI_API_KEY` for an LLM-written script."
+    from .zerogpu import SADTALKER_REASON, on_zero_gpu
+
+    if on_zero_gpu():
+        text += f" Motion is the **embedded animator** here, not SadTalker: {SADTALKER_REASON}."
     return text

@@ -64,10 +64,11 @@ def render_video(
             frames = sadtalker_frames(job.folder, job.path("audio.wav"), track, request.still, request.framing)
             _encode(out, _to_yuv(frames), track, audio, sample_rate, request)
             backend = "sadtalker"
-        elif (enhancer := _enhancer_for(request)) is not None:
-            _encode(
-                out, _to_yuv(_enhanced(portrait.animator, enhancer, track.coeffs)), track, audio, sample_rate, request
-            )
+        elif _use_gfpgan(request):
+            from .zerogpu import on_gpu, video_gpu_s
+
+            # GFPGAN is a torch model in this process: on ZeroGPU the whole render runs with a lease
+            on_gpu(video_gpu_s(track.num_frames), encode_enhanced, out, portrait, track, audio, sample_rate, request)
             backend = "embedded+gfpgan"
         else:
             backend = "embedded"
@@ -154,6 +155,18 @@ def _to_yuv(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         yield rgb_to_yuv(frame)
 
 
+def encode_enhanced(
+    out: Path, portrait: Portrait, track: MotionTrack, audio: np.ndarray, sample_rate: int, request: Request
+) -> None:
+    """The embedded render restored by GFPGAN, encoded into ``out``. Its arguments pickle: on
+    ZeroGPU it runs in the platform's GPU worker process (``zerogpu.on_gpu``)."""
+    from .checkpoints import weight_path
+    from .heavy.gfpgan import GFPGANEnhancer
+
+    enhancer = GFPGANEnhancer(weight_path("gfpgan"), device="auto")
+    _encode(out, _to_yuv(_enhanced(portrait.animator, enhancer, track.coeffs)), track, audio, sample_rate, request)
+
+
 def _enhanced(animator: Any, enhancer: Any, coeffs: np.ndarray) -> Iterator[np.ndarray]:
     """Rendered frames restored by GFPGAN in batches (landmarks from the animator)."""
     for start in range(0, len(coeffs), ENHANCE_BATCH):
@@ -198,17 +211,14 @@ def _render_ahead(
             yield drawn.result() if drawn is not None else store[index]
 
 
-def _enhancer_for(request: Request):
-    """The GFPGAN enhancer when asked for (or auto and available), else None."""
+def _use_gfpgan(request: Request) -> bool:
+    """True when GFPGAN restores the frames: asked for (BackendUnavailable when it cannot run
+    here), or auto and available."""
     if request.enhancer == "none":
-        return None
-    from .checkpoints import heavy_backend_status, weight_path
+        return False
+    from .checkpoints import heavy_backend_status
 
     status = heavy_backend_status("gfpgan")
-    if not status.available:
-        if request.enhancer == "gfpgan":
-            raise BackendUnavailable(f"the gfpgan enhancer cannot run here: {status.reason}")
-        return None
-    from .heavy.gfpgan import GFPGANEnhancer
-
-    return GFPGANEnhancer(weight_path("gfpgan"), device="auto")
+    if not status.available and request.enhancer == "gfpgan":
+        raise BackendUnavailable(f"the gfpgan enhancer cannot run here: {status.reason}")
+    return status.available

@@ -16,28 +16,6 @@ from persona_video.heavy.gfpgan import GFPGANEnhancer, five_points  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def random_gfpgan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spandrel.architectures.GFPGAN import GFPGAN
-
-    torch.manual_seed(0)
-    network = GFPGAN(
-        out_size=512,
-        num_style_feat=512,
-        channel_multiplier=2,
-        decoder_load_path=None,
-        fix_decoder=False,
-        num_mlp=8,
-        input_is_latent=True,
-        different_w=True,
-        narrow=1,
-        sft_half=True,
-    )
-    path = tmp_path_factory.mktemp("checkpoints") / "GFPGANv1.4.pth"
-    torch.save({"params_ema": network.state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def portrait() -> tuple[np.ndarray, np.ndarray]:
     """scikit-image's astronaut (public domain) and its 478 face-mesh landmarks in pixels."""
     import mediapipe as mp

@@ -4,7 +4,6 @@ backend's own code path."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,54 +16,7 @@ pytest.importorskip("TTS")
 from persona_video.errors import BackendUnavailable, InputError  # noqa: E402
 from persona_video.heavy.xtts import XTTSBackend, validate_reference_wav  # noqa: E402
 
-#: Audio tokens the tiny GPT may generate; each is 1024 samples at 22.05 kHz.
-MAX_AUDIO_TOKENS = 40
-
-
-@pytest.fixture(scope="module")
-def tiny_xtts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 64-channel XTTS with random weights, saved the way the release files are."""
-    import TTS
-    from TTS.tts.configs.xtts_config import XttsArgs, XttsConfig
-    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-    from TTS.tts.models.xtts import Xtts
-
-    folder = tmp_path_factory.mktemp("checkpoints") / "xtts_v2"
-    folder.mkdir()
-    tokenizer = json.loads((Path(TTS.__file__).parent / "tts/utils/assets/tortoise/tokenizer.json").read_text())
-    next_id = max(tokenizer["model"]["vocab"].values()) + 1
-    for token in ("[START]", "[en]"):
-        tokenizer["model"]["vocab"][token] = next_id
-        tokenizer["added_tokens"].append(
-            {
-                "id": next_id,
-                "special": True,
-                "content": token,
-                "single_word": False,
-                "lstrip": False,
-                "rstrip": False,
-                "normalized": False,
-            }
-        )
-        next_id += 1
-    (folder / "vocab.json").write_text(json.dumps(tokenizer))
-    args = XttsArgs(
-        gpt_layers=2,
-        gpt_n_model_channels=64,
-        gpt_n_heads=4,
-        decoder_input_dim=64,
-        gpt_max_audio_tokens=MAX_AUDIO_TOKENS,
-        gpt_use_perceiver_resampler=True,
-    )
-    config = XttsConfig(model_args=args, languages=["en"])
-    config.save_json(str(folder / "config.json"))
-    torch.manual_seed(0)
-    model = Xtts(config)
-    model.tokenizer = VoiceBpeTokenizer(vocab_file=str(folder / "vocab.json"))
-    model.init_models()
-    torch.save({"model": model.state_dict()}, folder / "model.pth")
-    torch.save({}, folder / "speakers_xtts.pth")
-    return folder
+MAX_AUDIO_TOKENS = 40  # the tiny model's cap (conftest.tiny_xtts)
 
 
 def _write_voice(path: Path, seconds: float, sample_rate: int = 16000, amplitude: float = 0.3) -> Path:
