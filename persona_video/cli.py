@@ -213,7 +213,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor_report, format_doctor
+    from .weights.doctor import doctor_report, format_doctor
 
     print(format_doctor(doctor_report()))
     return 0

@@ -58,7 +58,7 @@ def check_backends(request: Request) -> None:
         raise InputError(f"unknown enhancer {request.enhancer!r}: choose one of {', '.join(ENHANCERS)}")
     if request.framing not in FRAMINGS:
         raise InputError(f"unknown framing {request.framing!r}: choose crop or full")
-    from .checkpoints import heavy_backend_status
+    from .weights.registry import heavy_backend_status
 
     if request.motion_backend == "sadtalker":
         status = heavy_backend_status("sadtalker")
@@ -72,9 +72,9 @@ def check_backends(request: Request) -> None:
 
 def auto_choices(request: Request, persona: Persona) -> dict[str, dict[str, str]]:
     """What each stage will run and why, for the manifest and the app's "auto picked" line."""
-    from .checkpoints import heavy_backend_status
     from .script import resolve_script_backend
     from .speech import resolve_voice
+    from .weights.registry import heavy_backend_status
 
     script_backend, script_why = resolve_script_backend(request.script_backend)
     if request.script is not None:
@@ -192,7 +192,7 @@ def motion_backend_for(request: Request) -> str:
     """ "sadtalker" when asked for, or auto and it can run here; else "embedded"."""
     if request.motion_backend == "embedded":
         return "embedded"
-    from .checkpoints import heavy_backend_status
+    from .weights.registry import heavy_backend_status
 
     if request.motion_backend == "sadtalker" or heavy_backend_status("sadtalker").available:
         return "sadtalker"

@@ -202,7 +202,7 @@ def _enhancer_for(request: Request):
     """The GFPGAN enhancer when asked for (or auto and available), else None."""
     if request.enhancer == "none":
         return None
-    from .checkpoints import heavy_backend_status, weight_path
+    from .weights.registry import heavy_backend_status, weight_path
 
     status = heavy_backend_status("gfpgan")
     if not status.available:

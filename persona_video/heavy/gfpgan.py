@@ -19,8 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from persona_video.checkpoints import missing_packages, resolve_device
 from persona_video.errors import BackendUnavailable, InputError
+from persona_video.weights.registry import missing_packages, resolve_device
 
 logger = logging.getLogger(__name__)
 

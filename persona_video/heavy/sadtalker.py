@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from persona_video.checkpoints import (
+from persona_video.errors import BackendUnavailable, InputError, StageError
+from persona_video.types import FPS, MotionTrack
+from persona_video.weights.registry import (
     SADTALKER_DIR_ENV,
     SADTALKER_PYTHON_ENV,
     WEIGHTS,
     sadtalker_checkout,
     sadtalker_python,
 )
-from persona_video.errors import BackendUnavailable, InputError, StageError
-from persona_video.types import FPS, MotionTrack
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
-from persona_video.checkpoints import WEIGHTS, missing_packages, resolve_device
 from persona_video.errors import BackendUnavailable, InputError, StageError
+from persona_video.weights.registry import WEIGHTS, missing_packages, resolve_device
 
 logger = logging.getLogger(__name__)
 

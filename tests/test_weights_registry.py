@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from persona_video import checkpoints
-from persona_video.checkpoints import backend_status, checkpoints_dir, require_weights, weight_path
-from persona_video.doctor import doctor_report, format_doctor
 from persona_video.errors import BackendUnavailable
+from persona_video.weights import registry as checkpoints
+from persona_video.weights.doctor import doctor_report, format_doctor
+from persona_video.weights.registry import backend_status, checkpoints_dir, require_weights, weight_path
 
 
 def test_registry_paths_follow_the_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(checkpoints.CHECKPOINTS_ENV, raising=False)
-    assert checkpoints_dir() == Path(checkpoints.__file__).resolve().parent.parent / "checkpoints"
+    assert checkpoints_dir() == Path(checkpoints.__file__).resolve().parents[2] / "checkpoints"
     monkeypatch.setenv(checkpoints.CHECKPOINTS_ENV, str(tmp_path))
     assert weight_path("xtts_model") == tmp_path / "xtts_v2" / "model.pth"
     assert weight_path("gfpgan") == tmp_path / "gfpgan" / "GFPGANv1.4.pth"
@@ -59,7 +59,8 @@ def test_core_modules_do_not_import_torch() -> None:
     import subprocess
 
     code = (
-        "import sys, persona_video.checkpoints, persona_video.doctor, persona_video.heavy, "
+        "import sys, persona_video.weights.registry, persona_video.weights.doctor, "
+        "persona_video.heavy, "
         "persona_video.heavy.sadtalker; print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,7 +9,7 @@ import importlib.util
 import os
 from collections.abc import Mapping
 
-from persona_video.checkpoints import CHECKPOINTS_ENV, backend_status, checkpoints_dir
+from persona_video.weights.registry import CHECKPOINTS_ENV, backend_status, checkpoints_dir
 
 
 def _entry(stage: str, backend: str, available: bool, reason: str, kind: str, device: str = "") -> dict:

@@ -31,7 +31,7 @@ SADTALKER_DIR_ENV = "PERSONA_VIDEO_SADTALKER_DIR"
 #: Environment variable with the Python interpreter of SadTalker's own environment.
 SADTALKER_PYTHON_ENV = "PERSONA_VIDEO_SADTALKER_PYTHON"
 
-DEFAULT_CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+DEFAULT_CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 @dataclass(frozen=True)
