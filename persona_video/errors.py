@@ -45,3 +45,17 @@ class ServiceError(PersonaVideoError):
     back to the embedded default and shows this message as the reason."""
 
     status_code = 502
+
+
+class FetchError(PersonaVideoError):
+    """Downloading a weights file failed (``python -m persona_video fetch``); the message says what to do.
+
+    kind: "offline" | "auth" | "not_found" | "stalled" | "interrupted" | "mismatch"
+    | "disk_full" | "licence" | "http".
+    """
+
+    status_code = 502
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

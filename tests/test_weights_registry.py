@@ -59,7 +59,7 @@ def test_core_modules_do_not_import_torch() -> None:
     import subprocess
 
     code = (
-        "import sys, persona_video.weights.registry, persona_video.weights.doctor, "
+        "import sys, persona_video.weights.registry, persona_video.weights.fetch, persona_video.weights.doctor, "
         "persona_video.heavy, "
         "persona_video.heavy.sadtalker; print('torch' in sys.modules)"
     )
