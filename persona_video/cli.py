@@ -5,7 +5,8 @@ generate  the whole pipeline: a job folder under outputs/ and, with -o, a copy o
 rerender  new governor settings on a finished job (reuses its audio and motion)
 personas  list the personas
 bench     per-stage timings, real-time factor, renderer frames/s, peak memory
-doctor    which backends can run here, and why not
+doctor    which backends can run here, and why not; which weights files are here, verified
+fetch     download weights files, verified: fetch llm | llm-small | xtts | sadtalker | gfpgan | all
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import PersonaVideoError
@@ -76,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time every stage on a ~25 s script")
     bench.add_argument("--repeat", type=int, default=3, help="warm runs to take the median of")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    sub.add_parser("doctor", help="which backends can run here")
+    sub.add_parser("doctor", help="which backends can run here, which weights are here")
+    fetch = sub.add_parser("fetch", help="download weights, verified (progress on stderr)")
+    fetch.add_argument(
+        "names", nargs="+", metavar="NAME", help="llm, llm-small, xtts, sadtalker, gfpgan, all, or a file"
+    )
+    fetch.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a download stalls")
+    fetch.add_argument("--retries", type=int, default=2, help="resumed attempts after a cut or a stall (default 2)")
     return parser
 
 
@@ -213,9 +221,64 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .weights.doctor import doctor_report, format_doctor
+    from .weights.doctor import doctor_report, format_doctor, format_weights
+    from .weights.registry import weights_report
 
     print(format_doctor(doctor_report()))
+    print()
+    print(format_weights(weights_report()))
+    return 0
+
+
+class ProgressBar:
+    """A fetch's progress on a stream (stderr): one redrawn line on a terminal, a line per 10 % elsewhere."""
+
+    WIDTH = 30
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last_draw_s = 0.0
+        self.last_key: tuple = ()
+
+    def __call__(self, progress) -> None:
+        share = progress.file_done / progress.file_total if progress.file_total else 1.0
+        verb = "checking" if progress.phase == "verifying" else "fetching"
+        overall = f", all {progress.fraction * 100:5.1f} %" if progress.total and progress.phase != "verifying" else ""
+        filled = int(self.WIDTH * share)
+        line = (
+            f"{verb} {progress.name} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {share * 100:5.1f} % "
+            f"({progress.file_done / 1e6:,.1f} of {progress.file_total / 1e6:,.1f} MB{overall})"
+        )
+        if self.tty:
+            now = time.monotonic()
+            if now - self.last_draw_s >= 0.1 or share >= 1.0:
+                self.stream.write("\r" + line)
+                self.stream.flush()
+                self.last_draw_s = now
+            return
+        key = (progress.name, progress.phase, int(share * 10))
+        if key != self.last_key:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_key = key
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .weights.fetch import fetch
+
+    bar = ProgressBar(sys.stderr)
+    try:
+        results = fetch(args.names, progress=bar, read_timeout_s=args.timeout, retries=args.retries)
+    finally:
+        bar.close()
+    for result in results:
+        print(f"{result.name:26s} {result.action:10s} {result.path}")
     return 0
 
 
@@ -226,6 +289,7 @@ COMMANDS = {
     "personas": cmd_personas,
     "bench": cmd_bench,
     "doctor": cmd_doctor,
+    "fetch": cmd_fetch,
 }
 
 

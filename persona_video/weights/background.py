@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from persona_video.errors import BackendUnavailable, FetchError
@@ -81,8 +81,8 @@ class BackgroundFetch:
     fraction: 0..1 of the bytes to download. message: one line for the page.
     """
 
-    def __init__(self, names: Iterable[str], **fetch_options) -> None:
-        self._weights = resolve_names(names)
+    def __init__(self, names: Iterable[str] = (), *, entries: Sequence[Weight] | None = None, **fetch_options) -> None:
+        self._weights = list(entries) if entries is not None else resolve_names(names)
         self._label = group_label(self._weights)
         self._options = fetch_options
         self._lock = threading.Lock()
@@ -162,10 +162,13 @@ class BackgroundFetch:
         return not self._thread.is_alive()
 
 
-def start_background_fetch(names: Iterable[str] = ("llm",), **fetch_options) -> BackgroundFetch:
-    """Start fetching ``names`` in a daemon thread and return the handle to poll.
+def start_background_fetch(
+    names: Iterable[str] = ("llm",), *, entries: Sequence[Weight] | None = None, **fetch_options
+) -> BackgroundFetch:
+    """Start fetching ``names`` (groups or entry names; or ``entries`` themselves) in a daemon
+    thread and return the handle to poll.
 
     fetch_options go to ``fetch`` (root, env, timeouts, retries). Unknown names raise
     InputError here, before any thread starts.
     """
-    return BackgroundFetch(names, **fetch_options).start()
+    return BackgroundFetch(names, entries=entries, **fetch_options).start()

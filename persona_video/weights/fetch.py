@@ -208,7 +208,7 @@ def _download(
             raise status_error(weight, url, response.status_code if response is not None else 0) from e
         except TRANSPORT_ERRORS as e:
             held = part.stat().st_size if part.is_file() else 0
-            failure = transport_error(weight, e, held, settings)
+            failure = transport_error(weight, e, held, settings, target)
             if failure.kind == "offline" or attempt == retries:
                 raise failure from e
             logger.warning("%s; retrying (%d of %d)", failure, attempt + 1, retries)

@@ -252,7 +252,8 @@ def weight_state(weight: Weight, root: Path | None = None, env: Mapping[str, str
     found = find_weight(weight, root, env)
     command = fetch_command(weight)
     if found is None:
-        return WeightState(weight, "missing", local_path(weight, root), f"missing ({weight.size:,} bytes)", command)
+        detail = "not in the Hugging Face cache either" if isinstance(weight.source, HubFile) else ""
+        return WeightState(weight, "missing", local_path(weight, root), detail, command)
     where = " (in the Hugging Face cache)" if found != local_path(weight, root) else ""
     size = found.stat().st_size
     if size != weight.size:

@@ -133,16 +133,17 @@ def status_error(weight: Weight, url: str, status: int) -> FetchError:
     return FetchError("http", f"{host} answered HTTP {status} for {weight.name}: try again later")
 
 
-def transport_error(weight: Weight, error: Exception, held: int, settings: TransferSettings) -> FetchError:
-    """The FetchError for a connection that failed, stalled or was cut with ``held`` bytes kept."""
+def transport_error(
+    weight: Weight, error: Exception, held: int, settings: TransferSettings, target: Path
+) -> FetchError:
+    """The FetchError for a connection that failed, stalled or was cut with ``held`` bytes kept for ``target``."""
     host = source_host(weight, settings)
     command = fetch_command(weight)
     if isinstance(error, CONNECT_ERRORS):
         return FetchError(
             "offline",
             f"cannot reach {host} to download {weight.name} ({type(error).__name__}: {error}): this machine looks "
-            f"offline. Connect it and run `{command}` again, or put the file at {weight.relative_path} "
-            "under the checkpoints folder yourself",
+            f"offline. Connect it and run `{command}` again, or put the file at {target} yourself",
         )
     resume = f"{held:,} of {weight.size:,} bytes are kept in a partial file; run `{command}` again to resume"
     if isinstance(error, STALL_ERRORS):

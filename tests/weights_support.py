@@ -1,4 +1,6 @@
-"""A loopback HTTP server that speaks the Hugging Face Hub's resolve API and serves release URLs.
+"""Test support for the weights fetcher: registry entries pointing at test bytes (``hub_entry``,
+``url_entry``), and ``FakeHub``, a loopback HTTP server that speaks the Hugging Face Hub's resolve
+API and serves release URLs.
 
 ``HEAD /{repo}/resolve/{revision}/{file}`` answers the way the Hub does: an LFS
 file gets a 302 to its storage (a different host name, ``localhost``, so the
@@ -17,6 +19,13 @@ import re
 import socket
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from persona_video.weights.catalog import HubFile, ReleaseUrl, Weight
+from persona_video.weights.registry import RECORD_NAME
+
+#: The commit the test entries are pinned to.
+REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 @dataclass
@@ -68,6 +77,8 @@ class FakeHub:
 
     def __init__(self) -> None:
         self.files: dict[str, Served] = {}
+        #: path -> absolute URL: answered with a 302 (as GitHub answers a release asset's address).
+        self.redirects: dict[str, str] = {}
         self.requests: list[Request] = []
         self.stop = threading.Event()
         hub = self
@@ -89,7 +100,7 @@ class FakeHub:
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.storage_url = f"http://localhost:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> FakeHub:
         self._thread.start()
@@ -112,6 +123,9 @@ class FakeHub:
     def _handle(self, handler: http.server.BaseHTTPRequestHandler, head: bool) -> None:
         path = handler.path.split("?", 1)[0]
         self.requests.append(Request(handler.command, path, {k.lower(): v for k, v in handler.headers.items()}))
+        if path in self.redirects:
+            self._reply(handler, 302, {"Location": self.redirects[path], "Content-Length": "0"})
+            return
         served = self.files.get(path)
         if served is None:
             self._reply(handler, 404, {"X-Error-Code": "EntryNotFound", "Content-Length": "0"})
@@ -191,3 +205,29 @@ class FakeHub:
 
     def gets(self, path_part: str) -> list[Request]:
         return [r for r in self.requests if r.method == "GET" and path_part in r.path]
+
+
+def hub_entry(name: str, data: bytes, filename: str = "weights.bin", **options) -> Weight:
+    """A registry entry for ``data`` as ``acme/model`` at REVISION on the Hub, under checkpoints/test/."""
+    values = {
+        "name": name,
+        "backend": "test",
+        "relative_path": f"test/{filename}",
+        "description": "a test file",
+        "group": "test",
+        "source": HubFile("acme/model", REVISION, filename),
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "licence": "MIT",
+    }
+    return Weight(**{**values, **options})
+
+
+def url_entry(name: str, data: bytes, url: str, filename: str = "release.bin") -> Weight:
+    """A registry entry for ``data`` at a release URL."""
+    return hub_entry(name, data, filename, source=ReleaseUrl(url))
+
+
+def leftovers(root: Path) -> list[str]:
+    """Every file under the checkpoints folder except the verification record."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != RECORD_NAME)
