@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -252,3 +253,25 @@ def test_names_resolve_to_groups_and_entries() -> None:
     assert len(resolve_names(["all"])) == len(WEIGHTS)
     with pytest.raises(InputError, match=r"unknown weights name 'lmm': use a group \(llm, llm-small, xtts"):
         resolve_names(["lmm"])
+
+
+def test_two_fetches_of_one_file_at_once_download_it_once(root: Path, hub: FakeHub) -> None:
+    data = os.urandom(2_000_000)
+    served = hub.add_hub_file("acme/model", REVISION, "weights.bin", Served(data, stall_after=1_000_000))
+    weight = hub_entry("blob", data)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(fetch(entries=[weight])[0])) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not hub.gets("/storage/") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the second fetch is waiting for the first one's lock by now
+    # Release the first download: its connection ends, it resumes and finishes; the second then finds it done.
+    served.stall_after = None
+    hub.stop.set()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(r.action for r in results) == ["downloaded", "present"]
+    assert results[0].path.read_bytes() == data
+    assert [r.headers.get("range") for r in hub.gets("/storage/")] == [None, "bytes=1000000-"]

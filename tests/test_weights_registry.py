@@ -1,4 +1,4 @@
-"""Weights registry, backend status and doctor: these run in the core environment too."""
+"""Weights registry, backend status and doctor (the backends part): these run in the core environment too."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from persona_video.errors import BackendUnavailable
 from persona_video.weights import registry as checkpoints
 from persona_video.weights.doctor import doctor_report, format_doctor
 from persona_video.weights.registry import backend_status, checkpoints_dir, require_weights, weight_path
+
+
+@pytest.fixture(autouse=True)
+def empty_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry also looks in the Hugging Face cache: keep this machine's out of these tests."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
 def test_registry_paths_follow_the_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -229,5 +229,6 @@ def url_entry(name: str, data: bytes, url: str, filename: str = "release.bin") -
 
 
 def leftovers(root: Path) -> list[str]:
-    """Every file under the checkpoints folder except the verification record."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != RECORD_NAME)
+    """Every file under the checkpoints folder except the verification record and the lock files."""
+    files = (p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != RECORD_NAME)
+    return sorted(str(p) for p in files if p.parts[0] != ".locks")

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: Bytes per read while hashing.
 HASH_CHUNK_BYTES = 1 << 20
+#: Folder under the checkpoints folder for the per-entry lock files.
+LOCKS_DIR = ".locks"
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,9 @@ def _already_there(weight: Weight, root: Path, env: Mapping[str, str], progress:
     found = find_weight(weight, root, env)
     if found is None or found.stat().st_size != weight.size:
         return None
-    recorded = checked_sha256(weight, found, root)
-    if recorded and (weight.sha256 is None or recorded == weight.sha256):
-        return FetchResult(weight.name, found, "present", recorded)
+    present = _recorded(weight, root, env)
+    if present is not None:
+        return present
     hashed = 0
 
     def on_bytes(count: int) -> None:
@@ -290,5 +292,29 @@ def fetch(
     settings = TransferSettings(env, connect_timeout_s, read_timeout_s)
     counter = _Counter(sum(w.size for w in todo), sum(_part_size(w, root) for w in todo), progress)
     for weight in todo:
-        results[weight.name] = _download(weight, root, settings, retries, retry_wait_s, counter)
+        with _entry_lock(weight, root):
+            # Another process (the app's background fetch, a second `fetch`) may have finished it meanwhile.
+            results[weight.name] = _recorded(weight, root, env) or _download(
+                weight, root, settings, retries, retry_wait_s, counter
+            )
     return [results[w.name] for w in weights]
+
+
+def _entry_lock(weight: Weight, root: Path):
+    """One download of an entry at a time, across processes: the others wait, then find it done."""
+    from huggingface_hub.utils import WeakFileLock
+
+    locks = root / LOCKS_DIR
+    locks.mkdir(parents=True, exist_ok=True)
+    return WeakFileLock(locks / f"{weight.name}.lock")
+
+
+def _recorded(weight: Weight, root: Path, env: Mapping[str, str]) -> FetchResult | None:
+    """The entry when it is on disk and its SHA-256 was recorded as matching (no hashing)."""
+    found = find_weight(weight, root, env)
+    recorded = checked_sha256(weight, found, root) if found is not None else None
+    if found is None or recorded is None or found.stat().st_size != weight.size:
+        return None
+    if weight.sha256 is not None and recorded != weight.sha256:
+        return None
+    return FetchResult(weight.name, found, "present", recorded)
