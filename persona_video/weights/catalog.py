@@ -99,13 +99,15 @@ def _xtts(name: str, filename: str, description: str, size: int, sha256: str) ->
     )
 
 
-def _sadtalker(name: str, filename: str, description: str, size: int, sha256: str, required: bool = True) -> Weight:
+def _sadtalker(
+    name: str, filename: str, description: str, size: int, sha256: str, required: bool = True, group: str = "sadtalker"
+) -> Weight:
     return Weight(
         name=name,
         backend="sadtalker",
         relative_path=f"sadtalker/{filename}",
         description=description,
-        group="sadtalker",
+        group=group,
         source=ReleaseUrl(f"{_SADTALKER_RELEASE}/{filename}"),
         size=size,
         sha256=sha256,
@@ -201,9 +203,13 @@ WEIGHT_LIST: tuple[Weight, ...] = (
     _sadtalker(
         "sadtalker_512",
         "SadTalker_V0.0.2_512.safetensors",
-        "SadTalker 512 px models",
+        "SadTalker 512 px models (only for renders at --size 512)",
         725_066_984,
+        # One public record each for this size and this hash (the others have two or more): in a
+        # group of its own, so a wrong pin here cannot stop `fetch sadtalker`.
         "0e063f7ff5258240bdb0f7690783a7b1374e6a4a81ce8fa33456f4cd49694340",
+        required=False,
+        group="sadtalker-512",
     ),
     _sadtalker(
         "sadtalker_mapping_full",
@@ -266,6 +272,7 @@ GROUP_LABELS: dict[str, str] = {
     "llm-small": "the small script model",
     "xtts": "the XTTS v2 voice model",
     "sadtalker": "the SadTalker models",
+    "sadtalker-512": "the SadTalker 512 px model",
     "gfpgan": "the GFPGAN face restorer",
 }
 #: ``fetch all`` takes every group.
