@@ -51,7 +51,7 @@ class FetchError(PersonaVideoError):
     """Downloading a weights file failed (``python -m persona_video fetch``); the message says what to do.
 
     kind: "offline" | "auth" | "not_found" | "stalled" | "interrupted" | "mismatch"
-    | "disk_full" | "licence" | "http".
+    | "disk_full" | "write" | "licence" | "http".
     """
 
     status_code = 502

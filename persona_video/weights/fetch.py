@@ -217,7 +217,9 @@ def _download(
             time.sleep(retry_wait_s)
         except OSError as e:
             if e.errno != errno.ENOSPC:
-                raise
+                raise FetchError(
+                    "write", f"cannot write {part} ({e}): set {CHECKPOINTS_ENV} to a folder you can write to"
+                ) from e
             raise FetchError(
                 "disk_full",
                 f"the disk holding {part.parent} filled up after {held:,} of {weight.size:,} bytes of "
@@ -288,6 +290,12 @@ def fetch(
             results[weight.name] = present
     todo = [w for w in weights if w.name not in results]
     if todo:
+        try:
+            (root / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FetchError(
+                "write", f"cannot write to {root} ({e}): set {CHECKPOINTS_ENV} to a folder you can write to"
+            ) from e
         _check_disk(todo, root)
     settings = TransferSettings(env, connect_timeout_s, read_timeout_s)
     counter = _Counter(sum(w.size for w in todo), sum(_part_size(w, root) for w in todo), progress)
@@ -304,9 +312,7 @@ def _entry_lock(weight: Weight, root: Path):
     """One download of an entry at a time, across processes: the others wait, then find it done."""
     from huggingface_hub.utils import WeakFileLock
 
-    locks = root / LOCKS_DIR
-    locks.mkdir(parents=True, exist_ok=True)
-    return WeakFileLock(locks / f"{weight.name}.lock")
+    return WeakFileLock(root / LOCKS_DIR / f"{weight.name}.lock")
 
 
 def _recorded(weight: Weight, root: Path, env: Mapping[str, str]) -> FetchResult | None:
