@@ -45,3 +45,10 @@ class ServiceError(PersonaVideoError):
     back to the embedded default and shows this message as the reason."""
 
     status_code = 502
+
+
+class Cancelled(PersonaVideoError):
+    """The job was stopped on purpose (a new Generate, the page closed): what was
+    finished stays in the job folder and its manifest says "cancelled"."""
+
+    status_code = 409
