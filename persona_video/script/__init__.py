@@ -255,6 +255,8 @@ def _from_model(
                     sentences.append(item)
                 last_draft_s = time.perf_counter()
                 yield ScriptDraft(text, tuple(sentences), plan.name)
+            yield ScriptDraft(text, tuple(sentences), plan.name)  # all of the text, whatever the throttle held
+            notice = ""  # a retry that worked needs no notice
             break
         except _Unusable as e:
             if sentences:  # what was released stays; the script ends there
@@ -304,7 +306,9 @@ def stream_script(
         if last is not None and last.sentences:
             intent = normalize(ScriptIntent(tuple(seg for s in last.sentences for seg in s.segments)))
             script = Script(to_markup(intent), intent, plan.name, notice, plan.model)
-            yield ScriptDraft(script.markup, last.sentences, plan.name, script)
+            # the canonical script merges text across sentence joins; cut again, it gives back the
+            # sentences already handed out
+            yield ScriptDraft(script.markup, tuple(split_sentences(intent)), plan.name, script)
             return
         notice += " — used the offline writer instead."
     else:
