@@ -25,6 +25,14 @@ from .local import load_local_model, render_chat
 MAX_SENTENCE_WORDS = 25
 #: Average words per sentence, for the grammar's bound on the number of sentences.
 WORDS_PER_SENTENCE = 6
+#: Markup tokens per spoken word, with room to spare (words, stars, pauses; measured ~1.6).
+MARKUP_TOKENS_PER_WORD = 2.2
+
+
+def write_tokens(max_tokens: int) -> int:
+    """Tokens the model may write: enough for the word target in markup (which costs far
+    fewer tokens than the JSON ``max_tokens`` is sized for), never more than max_tokens."""
+    return min(max_tokens, int(target_words(max_tokens) * MARKUP_TOKENS_PER_WORD) + 24)
 
 
 def markup_grammar(max_sentences: int) -> str:
@@ -100,7 +108,7 @@ def write_with_local(
         text,
         grammar=markup_grammar(max_sentences),
         temperature=temperature,
-        max_tokens=max_tokens,
+        max_tokens=write_tokens(max_tokens),
         seed=seed,
         cache_key=persona.id,
         cancel=cancel,
