@@ -28,9 +28,12 @@ CHATML_TEMPLATE = (
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
+#: Topic words of the tests' main prompt ("How does a heat pump keep a house warm in
+#: winter?"): the tiny vocabulary holds each in four forms, so that even random weights
+#: name the topic within a script (about 7 % of the tokens are one of them).
+TOPIC_WORDS = ("heat", "pump", "house", "warm", "winter", "keep")
 #: Words of the tiny model's vocabulary (each also as a token with a leading space).
-#: Topic words of the tests' prompts are here, so a random model names the topic often.
-TINY_WORDS = (
+BASE_WORDS = (
     "the a an and or but so because when how why what this that these it its is are was be can "
     "will would makes make works work uses use keeps keep moves move takes take gives give "
     "heat pump pumps house home warm winter cold air outside inside energy refrigerant compressor "
@@ -40,6 +43,9 @@ TINY_WORDS = (
     "new old big small good great clever smart real true idea point part way thing things "
     "you we they your our their people everyone think know see look feel want need"
 ).split()
+TINY_WORDS = tuple(
+    dict.fromkeys([*BASE_WORDS, *(f for w in TOPIC_WORDS for f in (w, w.capitalize(), w + "s", w + "ing"))])
+)
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,7 @@ def _encode(text: str, table: dict[int, str]) -> str:
     return "".join(table[b] for b in text.encode("utf-8"))
 
 
-def byte_level_vocab(
-    words: tuple[str, ...] = tuple(TINY_WORDS), size: int | None = None
-) -> tuple[list[str], list[str]]:
+def byte_level_vocab(words: tuple[str, ...] = TINY_WORDS, size: int | None = None) -> tuple[list[str], list[str]]:
     """(tokens, merges): every byte, a few merged pairs, the words with and without a
     leading space, then the special tokens; padded with unused tokens up to ``size``."""
     table = _bytes_to_unicode()
@@ -133,7 +137,7 @@ def write_model(
     shape: ModelShape = TINY,
     *,
     seed: int = 0,
-    words: tuple[str, ...] = tuple(TINY_WORDS),
+    words: tuple[str, ...] = TINY_WORDS,
     chat_template: str = CHATML_TEMPLATE,
     name: str = "persona-video random test model",
 ) -> Path:
@@ -212,6 +216,6 @@ def write_model(
     return path
 
 
-def write_tiny_model(path: Path, *, seed: int = 0, words: tuple[str, ...] = tuple(TINY_WORDS)) -> Path:
+def write_tiny_model(path: Path, *, seed: int = 0, words: tuple[str, ...] = TINY_WORDS) -> Path:
     """The tests' model: TINY shapes, float32, the given words in its vocabulary."""
     return write_model(path, TINY, seed=seed, words=words)

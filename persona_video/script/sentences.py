@@ -159,18 +159,19 @@ def preamble(sentence: ScriptIntent) -> bool:
 
 
 def key_words(prompt: str) -> set[str]:
-    """The prompt's content words, lower case, cut to a 5-letter stem ("pumps" -> "pumps",
-    "heating" -> "heati"), so a script about the topic shares at least one."""
+    """The prompt's content words, lower case, cut to a stem of at most 5 letters ("pumps" ->
+    "pumps", "heating" -> "heati"): a script about the topic has a word starting with one."""
     words = {w.lower().strip("'’-") for w in _WORD.findall(prompt)}
     return {w[:5] for w in words if len(w) >= 3 and w not in _STOP}
 
 
 def on_topic(text: str, prompt: str) -> bool:
-    """Whether a script names at least one of the prompt's content words (or the prompt has none)."""
+    """Whether a script names at least one of the prompt's content words, in any form
+    ("pumps", "heating"), or the prompt has none."""
     wanted = key_words(prompt)
     if not wanted:
         return True
-    return bool(wanted & {w.lower()[:5] for w in _WORD.findall(text)})
+    return any(word.lower().startswith(stem) for word in _WORD.findall(text) for stem in wanted)
 
 
 def speakable(text: str, what: str) -> None:
