@@ -34,7 +34,7 @@ def _add_script_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="fixes the offline writer, pauses, blinks, head drift")
     parser.add_argument("--voice", help="heart (US female) or joe (US male); default: the persona's")
     parser.add_argument("--speed", type=float, help="speaking rate 0.5..2 (default: the persona's)")
-    parser.add_argument("--script-backend", default="auto", help="auto | offline | gemini | openai")
+    parser.add_argument("--script-backend", default="auto", help="auto | local | ollama | openai | gemini | offline")
     parser.add_argument("--speech-backend", default="auto", help="auto | hibari | piper | xtts")
 
 
@@ -158,11 +158,22 @@ def cmd_speak(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_draft(event, shown: int) -> int:
+    """The script as it is written: one stderr line per newly finished sentence (stdout
+    stays the stage summary). Returns how many sentences have been shown."""
+    from .script import to_markup
+
+    for sentence in event.result.sentences[shown:]:
+        print(f"  writing ({event.backend}): {to_markup(sentence)}", file=sys.stderr, flush=True)
+    return len(event.result.sentences)
+
+
 def _print_event(event) -> None:
     if event.stage == "done":
         print(f"done in {event.seconds:.2f} s: {event.result.folder}")
         return
-    line = f"{event.stage:9s} {event.backend:10s} {event.seconds:6.2f} s"
+    backend = event.backend + (f" ({event.result.model})" if event.stage == "script" and event.result.model else "")
+    line = f"{event.stage:9s} {backend:10s} {event.seconds:6.2f} s"
     if event.notice:
         line += f"  ({event.notice})"
     print(line, flush=True)
@@ -182,7 +193,11 @@ def _finish(job_folder: Path, output: Path | None) -> None:
 def _drive(events, output: Path | None) -> int:
     """Print each stage as it finishes, then say (or copy) where the video is."""
     folder = None
+    shown = 0
     for event in events:
+        if event.stage == "script_draft":
+            shown = _print_draft(event, shown)
+            continue
         _print_event(event)
         if event.stage == "done":
             folder = event.result.folder

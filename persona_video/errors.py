@@ -47,6 +47,13 @@ class ServiceError(PersonaVideoError):
     status_code = 502
 
 
+class Cancelled(PersonaVideoError):
+    """The job was stopped on purpose (a new Generate, the page closed): what was
+    finished stays in the job folder and its manifest says "cancelled"."""
+
+    status_code = 409
+
+
 class FetchError(PersonaVideoError):
     """Downloading a weights file failed (``python -m persona_video fetch``); the message says what to do.
 

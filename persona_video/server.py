@@ -210,7 +210,29 @@ def warm_up() -> float:
             logger.warning("warm-up: persona %s not preloaded: %s", persona.id, e)
     seconds = time.perf_counter() - started
     logger.info("warm-up: voices and portraits loaded in %.2f s", seconds)
+    warm_script_model()
     return seconds
+
+
+def warm_script_model() -> None:
+    """Load the local script model, when there is one, and evaluate each persona's system
+    prompt into its cache, so the first script starts at once. Failures are logged: the
+    first request that needs the model reports them."""
+    from .errors import PersonaVideoError
+    from .personas import list_personas
+    from .script.local import find_local_model
+    from .script.local_writer import warm_local
+
+    try:
+        path = find_local_model(os.environ)
+        if path is None:
+            return
+        started = time.perf_counter()
+        for persona in list_personas():
+            warm_local(persona, path)
+        logger.info("warm-up: script model %s ready in %.2f s", path.name, time.perf_counter() - started)
+    except PersonaVideoError as e:
+        logger.warning("warm-up: the local script model is not ready: %s", e)
 
 
 def serve(host: str | None = None, port: int | None = None) -> None:

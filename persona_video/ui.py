@@ -62,8 +62,8 @@ def _streaming(fn: Callable[..., Iterator[dict]], names: tuple[str, ...]) -> Cal
     """An event generator yielding name->value dicts as Gradio output tuples (gr.skip() for the rest)."""
 
     @functools.wraps(fn)
-    def wrapped(*args: Any) -> Iterator[tuple]:
-        for update in fn(*args):
+    def wrapped(*args: Any, **kwargs: Any) -> Iterator[tuple]:
+        for update in fn(*args, **kwargs):
             yield tuple(update.get(name, gr.skip()) for name in names)
 
     return wrapped
@@ -234,6 +234,8 @@ def build_ui() -> gr.Blocks:
         # one pipeline at a time on a 2-core machine: the three pipeline events share one
         # concurrency group, so visitors queue (Gradio shows their place) instead of halving each other's speed
         pipeline_group = {"concurrency_id": "pipeline", "concurrency_limit": 1}
+        # a new Generate first stops this session's running job (outside the queue, so it is not behind it)
+        generate_button.click(ui_events.cancel_previous, None, None, queue=False, api_visibility="undocumented")
         generate_button.click(_streaming(ui_events.generate, names), form, outs, api_name="generate", **pipeline_group)
         speak_button.click(
             _streaming(ui_events.speak_edited, names),
