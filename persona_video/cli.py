@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time every stage on a ~25 s script")
     bench.add_argument("--repeat", type=int, default=3, help="warm runs to take the median of")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench.add_argument(
+        "--no-local-model",
+        action="store_true",
+        help="skip the local script model (it writes a 1 GB random-weight GGUF into the temp folder once)",
+    )
     sub.add_parser("doctor", help="which backends can run here, which weights are here")
     fetch = sub.add_parser("fetch", help="download weights, verified (progress on stderr)")
     fetch.add_argument(
@@ -230,7 +235,7 @@ def cmd_personas(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run_bench
 
-    report = run_bench(repeat=args.repeat)
+    report = run_bench(repeat=args.repeat, local_model=not args.no_local_model)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
