@@ -222,7 +222,11 @@ def warm_script_model() -> None:
     from .personas import list_personas
     from .script.local import find_local_model
     from .script.local_writer import warm_local
+    from .weights.background import script_model_fetch
 
+    fetching = script_model_fetch()
+    if fetching is not None:
+        fetching.wait()  # the model arrives in the background: warm it once it is there
     try:
         path = find_local_model(os.environ)
         if path is None:
@@ -239,12 +243,16 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     """Serve page and API on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (or PORT), default 0.0.0.0:7860.
 
     The voices and portraits load in the background as the server starts (``warm_up``), so the
-    first Generate does not wait for them."""
+    first Generate does not wait for them; a missing default script model is fetched in the
+    background (the page shows its progress; scripts are templates until it is there)."""
     import uvicorn
 
     host = host or os.environ.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT", "").strip() or os.environ.get("PORT", "").strip() or 7860)
     app = create_server(_build_blocks())
+    from .weights.background import autofetch_script_model
+
+    autofetch_script_model()  # the default script model, once, in the background (PERSONA_VIDEO_FETCH=0: never)
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     logger.info("Persona Video on http://%s:%d (API under /api, docs at /api/docs)", host, port)
     # Behind a proxy (a Space), the forwarded scheme and host make the absolute URLs right.

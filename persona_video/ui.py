@@ -115,6 +115,8 @@ def build_ui() -> gr.Blocks:
                 persona, card = _persona_inputs()
                 chosen = personas.get(persona.value) or next(iter(personas.values()))
                 defaults = chosen.governor_config().to_dict()
+                writer_status = gr.Markdown(elem_id="writer-status")
+                writer_timer = gr.Timer(2.0, active=False)
                 prompt = gr.Textbox(
                     label="Prompt",
                     placeholder="What should the video explain?",
@@ -253,6 +255,10 @@ def build_ui() -> gr.Blocks:
         )
         reset_names = (*names, "prompt")
         another_button.click(_single(ui_events.reset, reset_names), None, [*outs, prompt], api_name="reset")
+        # who writes scripts here; while the script model downloads, its progress every 2 s
+        writer_outputs = [writer_status, writer_timer]
+        demo.load(ui_events.script_writer_status, None, writer_outputs, api_visibility="undocumented")
+        writer_timer.tick(ui_events.script_writer_status, None, writer_outputs, api_visibility="undocumented")
         persona.change(
             ui_events.persona_defaults,
             persona,

@@ -416,3 +416,29 @@ def reset() -> dict[str, Any]:
         "another": gr.update(visible=False),
         "prompt": "",
     }
+
+
+def script_writer_status() -> tuple[str, Any]:
+    """The line above the prompt that says who writes scripts here, and the timer's state:
+    while the script model downloads it shows the progress (the timer keeps polling), then
+    which writer ``auto`` picks (the timer stops)."""
+    from .script import GET_A_MODEL, plan_writer
+    from .weights.background import script_model_fetch
+
+    fetching = script_model_fetch()
+    snapshot = fetching.snapshot() if fetching is not None else None
+    if snapshot is not None and snapshot["state"] == "downloading":
+        text = f"⏳ {snapshot['message']} — until it is done, scripts are templates."
+        return text, gr.Timer(active=True)
+    try:
+        plan = plan_writer("auto")
+    except PersonaVideoError as e:
+        return f"⚠️ Script writer: {e}", gr.Timer(active=False)
+    if plan.name == "offline":
+        failed = ""
+        if snapshot is not None and snapshot["state"] in ("failed", "offline"):
+            failed = f"The script model could not be downloaded ({snapshot['message']}). "
+        text = f"📝 {failed}Scripts here are templates that know nothing about the topic. {GET_A_MODEL}"
+    else:
+        text = f"🧠 Scripts are written by **{plan.name}**" + (f" ({plan.model})" if plan.model else "") + "."
+    return text, gr.Timer(active=False)

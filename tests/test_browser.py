@@ -55,6 +55,7 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory, **extra_env: str) -> Ite
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "PERSONA_VIDEO_OUTPUTS": str(tmp_path_factory.mktemp("outputs")),
+        "PERSONA_VIDEO_FETCH": "0",  # never download the script model from a test
         **extra_env,
     }
     with open(log_path, "wb") as log:

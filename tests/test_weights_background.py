@@ -85,3 +85,42 @@ def test_local_llm_path_order(root: Path, tmp_path: Path) -> None:
     with pytest.raises(BackendUnavailable, match=r"PERSONA_VIDEO_LLM_GGUF=/nowhere/x.gguf does not exist"):
         local_llm_path({"PERSONA_VIDEO_LLM_GGUF": "/nowhere/x.gguf"})
     assert not should_autofetch({"PERSONA_VIDEO_LLM_GGUF": "/nowhere/x.gguf"})
+
+
+def test_the_page_shows_the_script_model_download_then_who_writes(
+    root: Path, monkeypatch: pytest.MonkeyPatch, tiny_gguf: Path
+) -> None:
+    """The line above the prompt: the download's progress while it runs (scripts are
+    templates meanwhile), then the writer auto picks once the model is in place."""
+    from persona_video import ui_events
+    from persona_video.weights import background
+
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")  # no Ollama here
+    data = tiny_gguf.read_bytes()
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        served = hub.add_hub_file("acme/model", REVISION, "tiny.gguf", Served(data, stall_after=len(data) // 2))
+        entry = hub_entry("tiny-llm", data, filename="tiny.gguf")
+        job = start_background_fetch(entries=[entry], read_timeout_s=3.0, retries=0)
+        monkeypatch.setattr(background, "_SCRIPT_MODEL_FETCH", job)
+        _wait_for(lambda: job.fraction >= 0.4)
+        text, timer = ui_events.script_writer_status()
+        assert "%" in text and "templates" in text and timer.active
+        assert job.wait(10) and job.state == "failed"
+        text, timer = ui_events.script_writer_status()
+        assert "could not be downloaded" in text and "fetch llm" in text and not timer.active
+        served.stall_after = None
+        job = start_background_fetch(entries=[entry])
+        monkeypatch.setattr(background, "_SCRIPT_MODEL_FETCH", job)
+        assert job.wait(10) and job.state == "done"
+    monkeypatch.setenv("PERSONA_VIDEO_LLM_GGUF", str(job.results[0].path))
+    text, timer = ui_events.script_writer_status()
+    assert "**local**" in text and "tiny.gguf" in text and not timer.active
+
+
+def test_no_autofetch_when_turned_off(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_video.weights import background
+
+    monkeypatch.setattr(background, "_SCRIPT_MODEL_FETCH", None)
+    monkeypatch.setenv("PERSONA_VIDEO_FETCH", "0")
+    assert background.autofetch_script_model() is None and background.script_model_fetch() is None

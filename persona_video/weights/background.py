@@ -172,3 +172,23 @@ def start_background_fetch(
     InputError here, before any thread starts.
     """
     return BackgroundFetch(names, entries=entries, **fetch_options).start()
+
+
+_SCRIPT_MODEL_FETCH: BackgroundFetch | None = None
+_SCRIPT_MODEL_LOCK = threading.Lock()
+
+
+def autofetch_script_model(env: Mapping[str, str] | None = None) -> BackgroundFetch | None:
+    """At server start: fetch the default script model in the background when it is missing
+    and PERSONA_VIDEO_FETCH is not 0 (once per process). The handle, or None when nothing
+    needs fetching; ``script_model_fetch()`` gives it to the page."""
+    global _SCRIPT_MODEL_FETCH
+    with _SCRIPT_MODEL_LOCK:
+        if _SCRIPT_MODEL_FETCH is None and should_autofetch(env):
+            _SCRIPT_MODEL_FETCH = start_background_fetch(["llm"])
+        return _SCRIPT_MODEL_FETCH
+
+
+def script_model_fetch() -> BackgroundFetch | None:
+    """The background fetch of the script model this process started, if any."""
+    return _SCRIPT_MODEL_FETCH
