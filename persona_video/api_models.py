@@ -66,7 +66,7 @@ class JobRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="fixes the offline writer, pauses, blinks, head drift")
     voice: Literal["heart", "joe"] | None = Field(None, description="embedded voice; null: the persona's")
     speed: float | None = Field(None, ge=0.5, le=2.0, description="speaking rate multiplier; null: the persona's")
-    script_backend: Literal["auto", "offline", "gemini", "openai"] = "auto"
+    script_backend: Literal["auto", "local", "ollama", "openai", "gemini", "offline"] = "auto"
     speech_backend: Literal["auto", "hibari", "piper", "xtts"] = "auto"
     motion_backend: Literal["auto", "embedded", "sadtalker"] = "auto"
     enhancer: Literal["auto", "none", "gfpgan"] = "auto"

@@ -28,6 +28,15 @@ BENCH_SCRIPT = (
     "this is the one to get."
 )
 
+#: The local script model's targets (DESIGN.md): on a random-weight GGUF of the default model's shapes.
+LOCAL_TARGETS = {
+    "first_sentence_s": 1.5,
+    "script_120_words_s": 8.0,
+    "peak_memory_with_model_mb": 2500.0,
+}
+#: Markup tokens of a 120-word script (about 1.6 tokens a word: the words, stars and pauses).
+SCRIPT_120_WORDS_TOKENS = 192
+
 TARGETS = {
     "pipeline_warm_s": 6.0,
     "cold_start_s": 5.0,
@@ -101,7 +110,71 @@ def _render_fps_one_core() -> float:
     return float(bench_render(num_frames=250)["frames_per_s"])
 
 
-def run_bench(repeat: int = 3) -> dict:
+def bench_model_path() -> Path:
+    """The benchmark's random-weight GGUF of Qwen2.5-1.5B-Instruct's shapes (Q4_K/Q6_K, about
+    1 GB), written once into the temp folder and reused."""
+    from .script.random_gguf import QWEN25_15B, write_model
+
+    path = Path(tempfile.gettempdir()) / "persona-video-bench" / "qwen2.5-1.5b-shapes-random-q4k.gguf"
+    if not path.is_file():
+        partial = path.with_suffix(".partial")
+        write_model(partial, QWEN25_15B, seed=0, name="random weights, Qwen2.5-1.5B shapes")
+        partial.replace(path)
+    return path
+
+
+def _bench_local_writer() -> dict:
+    """Load time, prefill and decode speed, time to the first sentence and to a 120-word
+    script, on the default model's shapes with the system prompt cached, as in the app."""
+    from .personas import load_persona
+    from .script import stream_script
+    from .script.local import load_local_model, render_chat
+    from .script.local_writer import length_request, markup_grammar, markup_instruction, warm_local
+
+    path = bench_model_path()
+    persona = load_persona("mkbhd")
+    start = time.perf_counter()
+    model = load_local_model(path)
+    load_s = time.perf_counter() - start
+    warm_local(persona, path)  # the server's warm-up: the system prompt into the cache
+    prefill = model.timings
+    prompt = "How does a heat pump keep a house warm in winter?"
+    env = {"PERSONA_VIDEO_LLM_GGUF": str(path)}
+    start = time.perf_counter()
+    first_sentence_s, words = None, 0
+    for draft in stream_script(prompt, persona, env=env, backend="local", seed=1):
+        if draft.sentences and first_sentence_s is None:
+            first_sentence_s = time.perf_counter() - start
+            words = len(draft.sentences[0].spoken_text.split())
+    text = render_chat(model.file, markup_instruction(persona), length_request(prompt, 1200))
+    start = time.perf_counter()
+    for _ in model.complete(
+        text,
+        grammar=markup_grammar(24),
+        temperature=0.6,
+        max_tokens=SCRIPT_120_WORDS_TOKENS,
+        seed=2,
+        cache_key=persona.id,
+    ):
+        pass
+    script_s = time.perf_counter() - start
+    decode = model.timings
+    return {
+        "model": path.name,
+        "load_s": round(load_s, 3),
+        "system_prompt_tokens": prefill.prompt_tokens,
+        "prefill_tokens_per_s": round(prefill.prompt_per_s, 1),
+        "decode_tokens_per_s": round(decode.predicted_per_s, 1),
+        "cached_prompt_tokens": decode.cached_tokens,
+        "first_sentence_s": round(first_sentence_s or float("nan"), 3),
+        "first_sentence_words": words,
+        "script_120_words_s": round(script_s, 3),
+        "script_tokens": decode.predicted_tokens,
+        "peak_memory_with_model_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+def run_bench(repeat: int = 3, *, local_model: bool = True) -> dict:
     """Measure everything; returns a dict of figures and the targets they are held to."""
     import cv2
 
@@ -145,6 +218,8 @@ def run_bench(repeat: int = 3) -> dict:
         "peak_memory_mb": round(_peak_rss_mb(), 1),
         "targets": TARGETS,
     }
+    if local_model:
+        report["local_writer"] = {**_bench_local_writer(), "targets": LOCAL_TARGETS}
     return report
 
 
@@ -168,4 +243,24 @@ def format_table(report: dict) -> str:
     lines.append(f"| real-time factor | {report['real_time_factor']} | |")
     for name, seconds in report.get("rerender_by_change_s", {}).items():
         lines.append(f"| re-render, {name} | {seconds:.3f} s | |")
+    local = report.get("local_writer")
+    if local:
+        lines += [
+            "",
+            f"Local script model: {local['model']} (random weights, the default model's shapes), "
+            f"loaded in {local['load_s']} s; system prompt {local['system_prompt_tokens']} tokens, "
+            f"prefill {local['prefill_tokens_per_s']} tokens/s, decode {local['decode_tokens_per_s']} tokens/s, "
+            f"{local['cached_prompt_tokens']} prompt tokens from the cache",
+            "",
+            "| figure | measured | target |",
+            "|---|---|---|",
+        ]
+        for key, target in LOCAL_TARGETS.items():
+            value = local[key]
+            unit = " MB" if key.endswith("_mb") else " s"
+            note = {
+                "first_sentence_s": f" ({local['first_sentence_words']} words)",
+                "script_120_words_s": f" ({local['script_tokens']} tokens)",
+            }.get(key, "")
+            lines.append(f"| {key} | {value}{unit}{note} | ≤ {target}{unit} {'✓' if value <= target else '✗'} |")
     return "\n".join(lines)

@@ -5,7 +5,8 @@ generate  the whole pipeline: a job folder under outputs/ and, with -o, a copy o
 rerender  new governor settings on a finished job (reuses its audio and motion)
 personas  list the personas
 bench     per-stage timings, real-time factor, renderer frames/s, peak memory
-doctor    which backends can run here, and why not
+doctor    which backends can run here, and why not; which weights files are here, verified
+fetch     download weights files, verified: fetch llm | llm-small | xtts | sadtalker | gfpgan | all
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import PersonaVideoError
@@ -32,7 +34,7 @@ def _add_script_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="fixes the offline writer, pauses, blinks, head drift")
     parser.add_argument("--voice", help="heart (US female) or joe (US male); default: the persona's")
     parser.add_argument("--speed", type=float, help="speaking rate 0.5..2 (default: the persona's)")
-    parser.add_argument("--script-backend", default="auto", help="auto | offline | gemini | openai")
+    parser.add_argument("--script-backend", default="auto", help="auto | local | ollama | openai | gemini | offline")
     parser.add_argument("--speech-backend", default="auto", help="auto | hibari | piper | xtts")
 
 
@@ -76,7 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time every stage on a ~25 s script")
     bench.add_argument("--repeat", type=int, default=3, help="warm runs to take the median of")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    sub.add_parser("doctor", help="which backends can run here")
+    bench.add_argument(
+        "--no-local-model",
+        action="store_true",
+        help="skip the local script model (it writes a 1 GB random-weight GGUF into the temp folder once)",
+    )
+    sub.add_parser("doctor", help="which backends can run here, which weights are here")
+    fetch = sub.add_parser("fetch", help="download weights, verified (progress on stderr)")
+    fetch.add_argument(
+        "names", nargs="+", metavar="NAME", help="llm, llm-small, xtts, sadtalker, gfpgan, all, or a file"
+    )
+    fetch.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a download stalls")
+    fetch.add_argument("--retries", type=int, default=2, help="resumed attempts after a cut or a stall (default 2)")
     return parser
 
 
@@ -150,11 +163,22 @@ def cmd_speak(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_draft(event, shown: int) -> int:
+    """The script as it is written: one stderr line per newly finished sentence (stdout
+    stays the stage summary). Returns how many sentences have been shown."""
+    from .script import to_markup
+
+    for sentence in event.result.sentences[shown:]:
+        print(f"  writing ({event.backend}): {to_markup(sentence)}", file=sys.stderr, flush=True)
+    return len(event.result.sentences)
+
+
 def _print_event(event) -> None:
     if event.stage == "done":
         print(f"done in {event.seconds:.2f} s: {event.result.folder}")
         return
-    line = f"{event.stage:9s} {event.backend:10s} {event.seconds:6.2f} s"
+    backend = event.backend + (f" ({event.result.model})" if event.stage == "script" and event.result.model else "")
+    line = f"{event.stage:9s} {backend:10s} {event.seconds:6.2f} s"
     if event.notice:
         line += f"  ({event.notice})"
     print(line, flush=True)
@@ -174,7 +198,11 @@ def _finish(job_folder: Path, output: Path | None) -> None:
 def _drive(events, output: Path | None) -> int:
     """Print each stage as it finishes, then say (or copy) where the video is."""
     folder = None
+    shown = 0
     for event in events:
+        if event.stage == "script_draft":
+            shown = _print_draft(event, shown)
+            continue
         _print_event(event)
         if event.stage == "done":
             folder = event.result.folder
@@ -207,15 +235,70 @@ def cmd_personas(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run_bench
 
-    report = run_bench(repeat=args.repeat)
+    report = run_bench(repeat=args.repeat, local_model=not args.no_local_model)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor_report, format_doctor
+    from .weights.doctor import doctor_report, format_doctor, format_weights
+    from .weights.registry import weights_report
 
     print(format_doctor(doctor_report()))
+    print()
+    print(format_weights(weights_report()))
+    return 0
+
+
+class ProgressBar:
+    """A fetch's progress on a stream (stderr): one redrawn line on a terminal, a line per 10 % elsewhere."""
+
+    WIDTH = 30
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last_draw_s = 0.0
+        self.last_key: tuple = ()
+
+    def __call__(self, progress) -> None:
+        share = progress.file_done / progress.file_total if progress.file_total else 1.0
+        verb = "checking" if progress.phase == "verifying" else "fetching"
+        overall = f", all {progress.fraction * 100:5.1f} %" if progress.total and progress.phase != "verifying" else ""
+        filled = int(self.WIDTH * share)
+        line = (
+            f"{verb} {progress.name} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {share * 100:5.1f} % "
+            f"({progress.file_done / 1e6:,.1f} of {progress.file_total / 1e6:,.1f} MB{overall})"
+        )
+        if self.tty:
+            now = time.monotonic()
+            if now - self.last_draw_s >= 0.1 or share >= 1.0:
+                self.stream.write("\r" + line)
+                self.stream.flush()
+                self.last_draw_s = now
+            return
+        key = (progress.name, progress.phase, int(share * 10))
+        if key != self.last_key:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_key = key
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .weights.fetch import fetch
+
+    bar = ProgressBar(sys.stderr)
+    try:
+        results = fetch(args.names, progress=bar, read_timeout_s=args.timeout, retries=args.retries)
+    finally:
+        bar.close()
+    for result in results:
+        print(f"{result.name:26s} {result.action:10s} {result.path}")
     return 0
 
 
@@ -226,6 +309,7 @@ COMMANDS = {
     "personas": cmd_personas,
     "bench": cmd_bench,
     "doctor": cmd_doctor,
+    "fetch": cmd_fetch,
 }
 
 

@@ -45,3 +45,24 @@ class ServiceError(PersonaVideoError):
     back to the embedded default and shows this message as the reason."""
 
     status_code = 502
+
+
+class Cancelled(PersonaVideoError):
+    """The job was stopped on purpose (a new Generate, the page closed): what was
+    finished stays in the job folder and its manifest says "cancelled"."""
+
+    status_code = 409
+
+
+class FetchError(PersonaVideoError):
+    """Downloading a weights file failed (``python -m persona_video fetch``); the message says what to do.
+
+    kind: "offline" | "auth" | "not_found" | "stalled" | "interrupted" | "mismatch"
+    | "disk_full" | "write" | "licence" | "http".
+    """
+
+    status_code = 502
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

@@ -63,9 +63,14 @@ def summarize(event: Any) -> dict[str, Any]:
         "notice": event.notice,
     }
     result = event.result
-    if event.stage == "script":
+    if event.stage == "script_draft":  # the script as it grows: markup so far, sentences final so far
+        out["script"] = result.text
+        out["sentences"] = len(result.sentences)
+    elif event.stage == "script":
         out["text"] = result.intent.spoken_text
         out["script"] = result.markup
+        if result.model:
+            out["model"] = result.model
     elif event.stage == "speech":
         out["voice"] = result.voice
         out["audio_s"] = round(result.duration_s, 3)

@@ -12,6 +12,7 @@ raises.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -20,11 +21,11 @@ from typing import Any
 
 from . import stages
 from . import video as video_stage
-from .errors import PersonaVideoError, StageError
+from .errors import Cancelled, PersonaVideoError, StageError
 from .governor import FULL_3DMM_MIN_DIMS, GovernorConfig
 from .jobs import Job
 from .personas import Persona, load_persona
-from .script import script_from_text, write_script
+from .script import script_from_text, stream_script
 from .types import IntentTimingMap, MotionTrack, Script, Speech
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Request:
 class StageEvent:
     """What a stage produced: stage name, job, backend, wall seconds, its result."""
 
-    stage: str  # script | speech | motion | governor | video | done
+    stage: str  # script_draft | script | speech | motion | governor | video | done
     job_id: str
     backend: str = ""
     seconds: float = 0.0
@@ -99,6 +100,9 @@ def _timed(stage: str, job: Job, fn, *args, **kwargs):
     start = time.perf_counter()
     try:
         result = fn(*args, **kwargs)
+    except Cancelled:
+        job.set_state("cancelled", cancelled_in=stage, finished=time.time())
+        raise
     except PersonaVideoError as e:
         job.fail(stage, str(e))
         raise
@@ -108,10 +112,25 @@ def _timed(stage: str, job: Job, fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def run(request: Request, *, root: Path | None = None, job_id: str | None = None) -> Iterator[StageEvent]:
-    """Run every stage for a request, yielding an event as each finishes.
+def _check_cancelled(cancel: threading.Event | None, job: Job, stage: str) -> None:
+    """Cancelled (and the manifest says so) when the job was cancelled before ``stage``."""
+    if cancel is not None and cancel.is_set():
+        job.set_state("cancelled", cancelled_in=stage, finished=time.time())
+        raise Cancelled(f"the job was cancelled before its {stage} stage")
 
-    job_id: the id for the new job folder (a queue hands it out early); None makes one."""
+
+def run(
+    request: Request,
+    *,
+    root: Path | None = None,
+    job_id: str | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[StageEvent]:
+    """Run every stage for a request, yielding an event as each finishes (and a
+    ``script_draft`` event as the script grows, while a model writes it).
+
+    job_id: the id for the new job folder (a queue hands it out early); None makes one.
+    cancel: set it to stop the job (a new Generate): the manifest then says "cancelled"."""
     started = time.perf_counter()
     persona, config, portrait = prepare(request)
     if request.prompt is not None:
@@ -123,26 +142,31 @@ def run(request: Request, *, root: Path | None = None, job_id: str | None = None
     if request.portrait is not None:
         stages.save_portrait(job, portrait)
 
+    script_started = time.perf_counter()
     if request.script is not None:
         script, seconds = _timed("script", job, script_from_text, request.script, persona)
     else:
-        script, seconds = _timed(
-            "script",
-            job,
-            write_script,
+        drafts = stream_script(
             request.prompt,
             persona,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
             seed=request.seed,
             backend=request.script_backend,
+            cancel=cancel,
         )
+        while True:
+            draft, _ = _timed("script", job, next, drafts, None)
+            if draft is None or draft.script is not None:
+                break
+            yield StageEvent("script_draft", job.job_id, draft.backend, time.perf_counter() - script_started, draft)
+        script, seconds = draft.script, time.perf_counter() - script_started
     stages.save_script(job, script)
-    job.record_stage("script", script.backend, seconds)
+    job.record_stage("script", script.backend, seconds, **({"model": script.model} if script.model else {}))
     job.add_notice(script.notice)
     yield StageEvent("script", job.job_id, script.backend, seconds, script, script.notice)
 
-    yield from _from_speech(job, request, persona, config, portrait, script, started)
+    yield from _from_speech(job, request, persona, config, portrait, script, started, cancel)
 
 
 def _from_speech(
@@ -153,13 +177,16 @@ def _from_speech(
     portrait: stages.Portrait,
     script: Script,
     started: float,
+    cancel: threading.Event | None = None,
 ) -> Iterator[StageEvent]:
+    _check_cancelled(cancel, job, "speech")
     speech, seconds = _timed("speech", job, stages.speak, script, persona, request)
     stages.save_speech(job, speech)
     job.record_stage("speech", speech.backend, seconds, voice=speech.voice, audio_s=round(speech.duration_s, 3))
     job.add_notice(speech.notice)
     yield StageEvent("speech", job.job_id, speech.backend, seconds, speech, speech.notice)
 
+    _check_cancelled(cancel, job, "motion")
     track, seconds = _timed("motion", job, stages.move, speech, persona, request, job, portrait)
     job.write_array("motion_raw.npy", track.coeffs)
     if track.reference.any():
@@ -167,6 +194,7 @@ def _from_speech(
     job.record_stage("motion", track.backend, seconds, frames=track.num_frames)
     yield StageEvent("motion", job.job_id, track.backend, seconds, track)
 
+    _check_cancelled(cancel, job, "video")
     yield from _render(job, request, config, portrait, speech.audio, speech.sample_rate, speech.timing, track, started)
 
 

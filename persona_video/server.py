@@ -191,12 +191,14 @@ def _build_blocks() -> Any:
     return build_ui()
 
 
-def warm_up() -> float:
+def warm_up(script_model: bool = True) -> float:
     """Load what a first request would otherwise wait for: each shipped persona's embedded voice
-    and its portrait's face mesh and animator (crop framing), then the heavy in-process models
-    that can run here (XTTS v2, GFPGAN). Returns the seconds it took. A failure is logged and
-    left for the request that needs the part to report."""
+    and its portrait's face mesh and animator (crop framing), the heavy in-process models that
+    can run here (XTTS v2, GFPGAN) and, with ``script_model``, the local script model
+    (``warm_script_model``). Returns the seconds it took. A failure is logged and left for the
+    request that needs the part to report."""
     from .errors import PersonaVideoError
+    from .heavy.preload import preload_heavy_models
     from .personas import list_personas
     from .speech.voices import EMBEDDED_VOICES, get_voice
     from .stages import load_portrait_for
@@ -210,18 +212,45 @@ def warm_up() -> float:
         except (PersonaVideoError, OSError, ValueError) as e:
             logger.warning("warm-up: persona %s not preloaded: %s", persona.id, e)
     logger.info("warm-up: voices and portraits loaded in %.2f s", time.perf_counter() - started)
-    from .heavy.preload import preload_heavy_models
-
     preload_heavy_models()
+    if script_model:
+        warm_script_model()
     return time.perf_counter() - started
+
+
+def warm_script_model() -> None:
+    """Load the local script model, when there is one, and evaluate each persona's system
+    prompt into its cache, so the first script starts at once. Failures are logged: the
+    first request that needs the model reports them."""
+    from .errors import PersonaVideoError
+    from .personas import list_personas
+    from .script.local import find_local_model
+    from .script.local_writer import warm_local
+    from .weights.background import script_model_fetch
+
+    fetching = script_model_fetch()
+    if fetching is not None:
+        fetching.wait()  # the model arrives in the background: warm it once it is there
+    try:
+        path = find_local_model(os.environ)
+        if path is None:
+            return
+        started = time.perf_counter()
+        for persona in list_personas():
+            warm_local(persona, path)
+        logger.info("warm-up: script model %s ready in %.2f s", path.name, time.perf_counter() - started)
+    except PersonaVideoError as e:
+        logger.warning("warm-up: the local script model is not ready: %s", e)
 
 
 def serve(host: str | None = None, port: int | None = None) -> None:
     """Serve page and API on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (or PORT), default 0.0.0.0:7860.
 
-    The voices, portraits and heavy models load in the background as the server starts
-    (``warm_up``), so the first Generate does not wait for them. On a ZeroGPU Space they load
-    before the server answers, and the platform is told the app is up (``zerogpu.report_startup``)."""
+    The voices, portraits, heavy models and script model load in the background as the server
+    starts (``warm_up``), so the first Generate does not wait for them; a missing default script
+    model is fetched in the background (the page shows its progress; scripts are templates until
+    it is there). On a ZeroGPU Space the heavy models load before the server answers and the
+    platform is told the app is up (``zerogpu.report_startup``)."""
     import uvicorn
 
     from .zerogpu import on_zero_gpu, report_startup
@@ -229,9 +258,14 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     host = host or os.environ.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT", "").strip() or os.environ.get("PORT", "").strip() or 7860)
     app = create_server(_build_blocks())
+    from .weights.background import autofetch_script_model
+
+    autofetch_script_model()  # the default script model, once, in the background (PERSONA_VIDEO_FETCH=0: never)
     if on_zero_gpu():
-        warm_up()
+        # ZeroGPU packs the models placed on the GPU when it hears the app is up: load them first
+        warm_up(script_model=False)
         report_startup()
+        threading.Thread(target=warm_script_model, name="warm-up", daemon=True).start()
     else:
         threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     logger.info("Persona Video on http://%s:%d (API under /api, docs at /api/docs)", host, port)

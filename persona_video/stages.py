@@ -58,7 +58,7 @@ def check_backends(request: Request) -> None:
         raise InputError(f"unknown enhancer {request.enhancer!r}: choose one of {', '.join(ENHANCERS)}")
     if request.framing not in FRAMINGS:
         raise InputError(f"unknown framing {request.framing!r}: choose crop or full")
-    from .checkpoints import heavy_backend_status
+    from .weights.registry import heavy_backend_status
 
     if request.motion_backend == "sadtalker":
         status = sadtalker_status()
@@ -72,9 +72,9 @@ def check_backends(request: Request) -> None:
 
 def auto_choices(request: Request, persona: Persona) -> dict[str, dict[str, str]]:
     """What each stage will run and why, for the manifest and the app's "auto picked" line."""
-    from .checkpoints import heavy_backend_status
     from .script import resolve_script_backend
     from .speech import resolve_voice
+    from .weights.registry import heavy_backend_status
 
     script_backend, script_why = resolve_script_backend(request.script_backend)
     if request.script is not None:
@@ -197,7 +197,7 @@ def save_speech(job: Job, speech: Speech) -> None:
 def sadtalker_status():
     """Whether SadTalker can run here (``checkpoints.heavy_backend_status``); never on a
     ZeroGPU Space, which lends its GPU to this process only (``zerogpu.SADTALKER_REASON``)."""
-    from .checkpoints import BackendStatus, heavy_backend_status
+    from .weights.registry import BackendStatus, heavy_backend_status
     from .zerogpu import SADTALKER_REASON, on_zero_gpu
 
     if on_zero_gpu():

@@ -82,14 +82,36 @@ class ScriptIntent:
 class Script:
     """Stage 1 result: the script as canonical markup plus its segments.
 
-    backend: which writer produced it ("offline", "gemini", "openai", "given").
+    backend: which writer produced it ("local", "ollama", "openai", "gemini", "offline", "given").
     notice: a sentence for the user when a fallback happened (else "").
+    model: the language model that wrote it (a file or model name; "" for the template and a given script).
     """
 
     markup: str
     intent: ScriptIntent
     backend: str
     notice: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ScriptDraft:
+    """The script while it is being written (stage 1 streams these).
+
+    text: everything the writer has written so far, as markup (it grows from
+        draft to draft; the page's script box shows it).
+    sentences: every sentence whose segments are final so far, in order, each a
+        ScriptIntent; later drafts only append. A sentence is final when the
+        next one has begun or the writer has ended.
+    backend: the writer at work ("local", "offline", "gemini", "openai", "ollama", "given").
+    script: the finished Script, on the last draft only (None before); its
+        segments are the sentences' segments in order.
+    """
+
+    text: str
+    sentences: tuple[ScriptIntent, ...]
+    backend: str
+    script: Script | None = None
 
 
 @dataclass(frozen=True)

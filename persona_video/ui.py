@@ -62,8 +62,8 @@ def _streaming(fn: Callable[..., Iterator[dict]], names: tuple[str, ...]) -> Cal
     """An event generator yielding name->value dicts as Gradio output tuples (gr.skip() for the rest)."""
 
     @functools.wraps(fn)
-    def wrapped(*args: Any) -> Iterator[tuple]:
-        for update in fn(*args):
+    def wrapped(*args: Any, **kwargs: Any) -> Iterator[tuple]:
+        for update in fn(*args, **kwargs):
             yield tuple(update.get(name, gr.skip()) for name in names)
 
     return wrapped
@@ -115,6 +115,8 @@ def build_ui() -> gr.Blocks:
                 persona, card = _persona_inputs()
                 chosen = personas.get(persona.value) or next(iter(personas.values()))
                 defaults = chosen.governor_config().to_dict()
+                writer_status = gr.Markdown(elem_id="writer-status")
+                writer_timer = gr.Timer(2.0, active=False)
                 prompt = gr.Textbox(
                     label="Prompt",
                     placeholder="What should the video explain?",
@@ -234,6 +236,8 @@ def build_ui() -> gr.Blocks:
         # one pipeline at a time on a 2-core machine: the three pipeline events share one
         # concurrency group, so visitors queue (Gradio shows their place) instead of halving each other's speed
         pipeline_group = {"concurrency_id": "pipeline", "concurrency_limit": 1}
+        # a new Generate first stops this session's running job (outside the queue, so it is not behind it)
+        generate_button.click(ui_events.cancel_previous, None, None, queue=False, api_visibility="undocumented")
         generate_button.click(_streaming(ui_events.generate, names), form, outs, api_name="generate", **pipeline_group)
         speak_button.click(
             _streaming(ui_events.speak_edited, names),
@@ -251,6 +255,10 @@ def build_ui() -> gr.Blocks:
         )
         reset_names = (*names, "prompt")
         another_button.click(_single(ui_events.reset, reset_names), None, [*outs, prompt], api_name="reset")
+        # who writes scripts here; while the script model downloads, its progress every 2 s
+        writer_outputs = [writer_status, writer_timer]
+        demo.load(ui_events.script_writer_status, None, writer_outputs, api_visibility="undocumented")
+        writer_timer.tick(ui_events.script_writer_status, None, writer_outputs, api_visibility="undocumented")
         persona.change(
             ui_events.persona_defaults,
             persona,

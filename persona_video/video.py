@@ -160,8 +160,8 @@ def encode_enhanced(
 ) -> None:
     """The embedded render restored by GFPGAN, encoded into ``out``. Its arguments pickle: on
     ZeroGPU it runs in the platform's GPU worker process (``zerogpu.on_gpu``)."""
-    from .checkpoints import weight_path
     from .heavy.gfpgan import GFPGANEnhancer
+    from .weights.registry import weight_path
 
     enhancer = GFPGANEnhancer(weight_path("gfpgan"), device="auto")
     _encode(out, _to_yuv(_enhanced(portrait.animator, enhancer, track.coeffs)), track, audio, sample_rate, request)
@@ -216,7 +216,7 @@ def _use_gfpgan(request: Request) -> bool:
     here), or auto and available."""
     if request.enhancer == "none":
         return False
-    from .checkpoints import heavy_backend_status
+    from .weights.registry import heavy_backend_status
 
     status = heavy_backend_status("gfpgan")
     if not status.available and request.enhancer == "gfpgan":

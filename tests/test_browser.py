@@ -45,9 +45,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python app.py` as a user runs it, on 127.0.0.1 and a free port."""
+def serve_app(tmp_path_factory: pytest.TempPathFactory, **extra_env: str) -> Iterator[str]:
+    """`python app.py` as a user runs it, on 127.0.0.1 and a free port; yields its URL."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     env = {
@@ -56,6 +55,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "PERSONA_VIDEO_OUTPUTS": str(tmp_path_factory.mktemp("outputs")),
+        "PERSONA_VIDEO_FETCH": "0",  # never download the script model from a test
+        **extra_env,
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -79,6 +80,11 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from serve_app(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +177,35 @@ def test_gradio_client_drives_the_same_events(app_url: str) -> None:
     assert Path(new_video).read_bytes() != Path(video).read_bytes()
     with pytest.raises(AppError, match="maximum"):  # the sliders' ranges hold for API calls too
         client.predict(True, 9.0, 0.5, 1.5, 3.0, 0.24, api_name="/rerender")
+
+
+#: Records every value the script box shows, with the time, until the status says Done.
+RECORD_SCRIPT = """() => {
+    window.__scripts = [];
+    const box = document.querySelector('#script textarea');
+    window.__recorder = setInterval(() => {
+        const last = window.__scripts[window.__scripts.length - 1];
+        if (!last || last.value !== box.value) window.__scripts.push({value: box.value, t: performance.now()});
+    }, 20);
+}"""
+
+
+def test_the_local_model_streams_the_script_into_the_page(tmp_path_factory, tiny_gguf, browser) -> None:
+    """A GGUF given by path: the script box grows as the model writes, the stage table says local."""
+    for url in serve_app(tmp_path_factory, PERSONA_VIDEO_LLM_GGUF=str(tiny_gguf)):
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url)
+        page.locator("#generate").wait_for(timeout=30_000)
+        page.locator("#prompt textarea").fill("How does a heat pump keep a house warm in winter?")
+        page.evaluate(RECORD_SCRIPT)
+        page.locator("#generate").click()
+        page.locator("#status").get_by_text("Done").wait_for(timeout=120_000)
+        values = [v["value"] for v in page.evaluate("() => window.__scripts") if v["value"]]
+        final = page.locator("#script textarea").input_value()
+        # the box showed the script growing: several partial texts, each extending the one before
+        partial = values[:-1]
+        assert len(partial) >= 2, values
+        assert any(b.startswith(a) and len(b) > len(a) for a, b in zip(partial, partial[1:]))
+        assert final and page.locator("#stages").get_by_text(f"local ({tiny_gguf.name})").count() == 1
+        page.screenshot(path=str(ARTIFACTS / "05-local-model.png"), full_page=True)
+        page.close()

@@ -145,8 +145,11 @@ def test_offline_writer_reads_the_topic_and_keeps_a_question_a_question(prompt, 
 
 def test_write_script_without_key_is_offline_and_says_so():
     script = write_script("Explain the M4 Mac Mini", load_persona("mkbhd"), env={})
-    assert script.backend == "offline" and script.notice == ""
+    # the user is told the script is a template and how to get one about the topic
+    assert script.backend == "offline" and "template" in script.notice and "fetch llm" in script.notice
     assert parse_markup(script.markup) == script.intent
+    # chosen by name, the template says nothing
+    assert write_script("Explain the M4 Mac Mini", load_persona("mkbhd"), env={}, backend="offline").notice == ""
 
 
 def test_gemini_failure_falls_back_with_the_reason():

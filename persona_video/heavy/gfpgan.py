@@ -19,8 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from persona_video.checkpoints import missing_packages, resolve_device
 from persona_video.errors import BackendUnavailable, InputError
+from persona_video.weights.registry import missing_packages, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _load(weights_path: Path, device: str) -> Any:
         import torch
         from spandrel import ModelLoader, UnsupportedModelError
 
-        fix = f"replace {weights_path} with GFPGANv1.4.pth from the GFPGAN v1.3.0 release (see checkpoints/README.md)"
+        fix = f"delete {weights_path} and run `python -m persona_video fetch gfpgan` (it downloads and verifies it)"
         try:
             descriptor = ModelLoader(torch.device("cpu")).load_from_file(weights_path)
         except UnsupportedModelError as e:
@@ -127,8 +127,8 @@ class GFPGANEnhancer:
         self.weights_path = Path(weights_path)
         if not self.weights_path.is_file():
             raise BackendUnavailable(
-                f"GFPGAN weights missing: {self.weights_path}. Put GFPGANv1.4.pth there "
-                "(see checkpoints/README.md) or set PERSONA_VIDEO_CHECKPOINTS"
+                f"GFPGAN weights missing: {self.weights_path}. Run `python -m persona_video fetch gfpgan` "
+                "or set PERSONA_VIDEO_CHECKPOINTS to the folder that holds GFPGANv1.4.pth"
             )
         packages = missing_packages(("torch", "spandrel"))
         if packages:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import time
 
-from persona_video.checkpoints import backend_dir, heavy_backend_status, weight_path
 from persona_video.errors import PersonaVideoError
+from persona_video.weights.registry import backend_dir, heavy_backend_status, weight_path
 
 logger = logging.getLogger(__name__)
 

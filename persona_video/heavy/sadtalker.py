@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from persona_video.checkpoints import (
+from persona_video.errors import BackendUnavailable, InputError, StageError
+from persona_video.types import FPS, MotionTrack
+from persona_video.weights.registry import (
     SADTALKER_DIR_ENV,
     SADTALKER_PYTHON_ENV,
     WEIGHTS,
     sadtalker_checkout,
     sadtalker_python,
 )
-from persona_video.errors import BackendUnavailable, InputError, StageError
-from persona_video.types import FPS, MotionTrack
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,12 @@ COEFF_KEY = "coeff_3dmm"
 SOURCE_INFO_NAME = "sadtalker_source.json"
 RENDER_INFO_NAME = "sadtalker_render.json"
 DRIVER = Path(__file__).with_name("sadtalker_driver.py")
-SADTALKER_FILES = tuple(Path(w.relative_path).name for w in WEIGHTS.values() if w.backend == "sadtalker")
+#: The registry's required SadTalker files, relative to its folder (``checkpoints/sadtalker``).
+SADTALKER_FILES = tuple(
+    Path(w.relative_path).relative_to("sadtalker").as_posix()
+    for w in WEIGHTS.values()
+    if w.backend == "sadtalker" and w.required
+)
 #: Seconds one SadTalker step may take before it is stopped.
 STEP_TIMEOUT_S = 3600
 
@@ -101,11 +106,24 @@ def write_coeff_mat(track: MotionTrack, path: Path) -> Path:
     return path
 
 
+def _link_face_models(checkout: Path, checkpoint_dir: Path) -> None:
+    """SadTalker loads its face detector and landmark models from ``gfpgan/weights`` in its working
+    directory (and downloads them there when missing): link the registry's verified copies in."""
+    for relative in SADTALKER_FILES:
+        source, target = checkpoint_dir / relative, checkout / relative
+        if relative.startswith("gfpgan/") and source.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink():  # a dangling link from an earlier checkpoints folder
+                target.unlink()
+            target.symlink_to(source.resolve())
+
+
 class SadTalkerRunner:
     """SadTalker's audio-to-coefficient step and its renderer, run in its own environment.
 
-    checkout_dir: a clone of OpenTalker/SadTalker (with its gfpgan/weights face models).
-    checkpoint_dir: folder with SadTalker_V0.0.2_256/512.safetensors and the two mapping files.
+    checkout_dir: a clone of OpenTalker/SadTalker.
+    checkpoint_dir: the registry's sadtalker folder: SadTalker_V0.0.2_256/512.safetensors, the two mapping
+        files and gfpgan/weights/ (its face detector and landmark models, linked into the checkout).
     device: "cuda" or "cpu" (passed to SadTalker's modules).
     python: SadTalker's interpreter; default from $PERSONA_VIDEO_SADTALKER_PYTHON or a venv in the checkout.
     """
@@ -118,8 +136,8 @@ class SadTalkerRunner:
         checkout = Path(checkout_dir) if checkout_dir is not None else sadtalker_checkout()
         if checkout is None:
             raise BackendUnavailable(
-                f"SadTalker needs a checkout: git clone OpenTalker/SadTalker, run its scripts/download_models.sh "
-                f"for the gfpgan/weights face models, and set {SADTALKER_DIR_ENV} to the clone's folder"
+                f"SadTalker needs a checkout: git clone OpenTalker/SadTalker and set {SADTALKER_DIR_ENV} "
+                "to the clone's folder (its weights: python -m persona_video fetch sadtalker)"
             )
         if not (checkout / "inference.py").is_file() or not (checkout / "src" / "test_audio2coeff.py").is_file():
             raise BackendUnavailable(
@@ -130,8 +148,8 @@ class SadTalkerRunner:
         missing = [str(checkpoint_dir / f) for f in SADTALKER_FILES if not (checkpoint_dir / f).is_file()]
         if missing:
             raise BackendUnavailable(
-                f"SadTalker weights missing: {', '.join(missing)}. Put the SadTalker v0.0.2 release files there "
-                "(see checkpoints/README.md) or set PERSONA_VIDEO_CHECKPOINTS"
+                f"SadTalker weights missing: {', '.join(missing)}. Run `python -m persona_video fetch sadtalker` "
+                "or set PERSONA_VIDEO_CHECKPOINTS to the folder that holds them"
             )
         self.python = Path(python) if python is not None else sadtalker_python(checkout)
         if not self.python.is_file():
@@ -139,6 +157,7 @@ class SadTalkerRunner:
         self.checkout_dir = checkout
         self.checkpoint_dir = checkpoint_dir
         self.device = device
+        _link_face_models(checkout, checkpoint_dir)
 
     def _run(self, step: str, args: list[str]) -> None:
         command = [str(self.python), str(DRIVER), step, "--checkout", str(self.checkout_dir), *args]

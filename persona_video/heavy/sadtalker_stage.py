@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import backend_dir, resolve_device, sadtalker_checkout
 from ..types import MotionTrack
+from ..weights.registry import backend_dir, resolve_device, sadtalker_checkout
 from .sadtalker import SadTalkerRunner, read_coeff_mat, write_coeff_mat
 
 logger = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
-from persona_video.checkpoints import WEIGHTS, missing_packages, resolve_device
 from persona_video.errors import BackendUnavailable, InputError, StageError
+from persona_video.weights.registry import WEIGHTS, missing_packages, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ class XTTSBackend:
         missing = [str(self.checkpoint_dir / f) for f in XTTS_FILES if not (self.checkpoint_dir / f).is_file()]
         if missing:
             raise BackendUnavailable(
-                f"XTTS v2 weights missing: {', '.join(missing)}. Put the XTTS v2 release files there "
-                "(see checkpoints/README.md) or set PERSONA_VIDEO_CHECKPOINTS"
+                f"XTTS v2 weights missing: {', '.join(missing)}. Run `COQUI_TOS_AGREED=1 python -m persona_video "
+                "fetch xtts` (agreeing to the Coqui Public Model License) or set PERSONA_VIDEO_CHECKPOINTS"
             )
         packages = missing_packages(("torch", "TTS", "six"))
         if packages:

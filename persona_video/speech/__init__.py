@@ -48,7 +48,7 @@ __all__ = [
 
 
 def _xtts_status():
-    from ..checkpoints import heavy_backend_status
+    from ..weights.registry import heavy_backend_status
 
     return heavy_backend_status("xtts")
 

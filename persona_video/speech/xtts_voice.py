@@ -29,8 +29,8 @@ class XTTSVoice:
     max_ids = 10**6  # no phoneme-id limit: every segment is its own call
 
     def __init__(self, reference_wav: Path, checkpoint_dir: Path | None = None, device: str = "auto") -> None:
-        from ..checkpoints import backend_dir
         from ..heavy.xtts import XTTSBackend
+        from ..weights.registry import backend_dir
 
         self.voice = f"xtts:{Path(reference_wav).name}"
         self.reference_wav = Path(reference_wav)

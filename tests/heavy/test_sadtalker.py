@@ -132,6 +132,7 @@ def test_sadtalker_failure_surfaces_its_stderr(tmp_path: Path, monkeypatch: pyte
     weights = tmp_path / "weights"
     weights.mkdir()
     for name in SADTALKER_FILES:
+        (weights / name).parent.mkdir(parents=True, exist_ok=True)
         (weights / name).write_bytes(b"")
     runner = SadTalkerRunner(checkout, weights, device="cpu", python=Path(sys.executable))
     with pytest.raises(StageError, match="SadTalker coeff exited with 1") as failure:

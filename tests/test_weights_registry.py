@@ -1,4 +1,4 @@
-"""Weights registry, backend status and doctor: these run in the core environment too."""
+"""Weights registry, backend status and doctor (the backends part): these run in the core environment too."""
 
 from __future__ import annotations
 
@@ -7,15 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from persona_video import checkpoints
-from persona_video.checkpoints import backend_status, checkpoints_dir, require_weights, weight_path
-from persona_video.doctor import doctor_report, format_doctor
 from persona_video.errors import BackendUnavailable
+from persona_video.weights import registry as checkpoints
+from persona_video.weights.doctor import doctor_report, format_doctor
+from persona_video.weights.registry import backend_status, checkpoints_dir, require_weights, weight_path
+
+
+@pytest.fixture(autouse=True)
+def empty_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry also looks in the Hugging Face cache: keep this machine's out of these tests."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
 def test_registry_paths_follow_the_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(checkpoints.CHECKPOINTS_ENV, raising=False)
-    assert checkpoints_dir() == Path(checkpoints.__file__).resolve().parent.parent / "checkpoints"
+    assert checkpoints_dir() == Path(checkpoints.__file__).resolve().parents[2] / "checkpoints"
     monkeypatch.setenv(checkpoints.CHECKPOINTS_ENV, str(tmp_path))
     assert weight_path("xtts_model") == tmp_path / "xtts_v2" / "model.pth"
     assert weight_path("gfpgan") == tmp_path / "gfpgan" / "GFPGANv1.4.pth"
@@ -59,7 +65,8 @@ def test_core_modules_do_not_import_torch() -> None:
     import subprocess
 
     code = (
-        "import sys, persona_video.checkpoints, persona_video.doctor, persona_video.heavy, "
+        "import sys, persona_video.weights.registry, persona_video.weights.fetch, persona_video.weights.doctor, "
+        "persona_video.heavy, "
         "persona_video.heavy.sadtalker; print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,6 +1,8 @@
 """``python -m persona_video doctor``: every backend of every stage, whether it can
-run here, and exactly why not. Reads the environment and the disk; loads no
-model (it imports torch only when torch is installed, to ask about CUDA).
+run here, and exactly why not; then every weights file of the registry: present
+and verified, present but unverified, or missing, with the command that fixes it.
+Reads the environment and the disk; loads no model and hashes no file (it imports
+torch only when torch is installed, to ask about CUDA).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import importlib.util
 import os
 from collections.abc import Mapping
 
-from persona_video.checkpoints import CHECKPOINTS_ENV, backend_status, checkpoints_dir
+from persona_video.weights.registry import CHECKPOINTS_ENV, WeightState, backend_status, checkpoints_dir
 
 
 def _entry(stage: str, backend: str, available: bool, reason: str, kind: str, device: str = "") -> dict:
@@ -85,4 +87,38 @@ def format_doctor(report: list[dict]) -> str:
     for row in report:
         state = "available" if row["available"] else "unavailable"
         lines.append(f"{row['stage']:<{stage_width}}  {row['backend']:<{backend_width}}  {state:<11}  {row['reason']}")
+    return "\n".join(lines)
+
+
+#: WeightState.state -> how doctor says it.
+_STATE_WORDS = {
+    "verified": "present, verified",
+    "unverified": "present, unverified",
+    "wrong size": "present, wrong size",
+    "missing": "missing",
+}
+
+
+def _size_words(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def format_weights(states: list[WeightState]) -> str:
+    """One line per registry entry: group, name, state, size, where it is, and the command that fixes it."""
+    group_width = max(len(s.weight.group) for s in states)
+    name_width = max(len(s.weight.name) for s in states)
+    lines = ["weights (`python -m persona_video fetch NAME...` downloads and verifies them):"]
+    for s in states:
+        line = (
+            f"{s.weight.group:<{group_width}}  {s.weight.name:<{name_width}}  {_STATE_WORDS[s.state]:<19}  "
+            f"{_size_words(s.weight.size):>8}  {s.path}"
+        )
+        if s.detail:
+            line += f"  ({s.detail})"
+        if s.fix:
+            line += f"  fix: {s.fix}"
+        lines.append(line)
     return "\n".join(lines)
