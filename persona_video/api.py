@@ -26,6 +26,7 @@ from .api_models import (
     GenerateRequest,
     GenerateResponse,
     GovernorSettings,
+    HealthInfo,
     JobAccepted,
     JobRequest,
     JobStatus,
@@ -121,6 +122,13 @@ def _accepted(http: Request, queue: JobQueue, task: Task) -> JobAccepted:
         status_url=str(http.url_for("job_status", job_id=task.job_id)),
         events_url=str(http.url_for("job_events", job_id=task.job_id)),
     )
+
+
+@router.get("/health", response_model=HealthInfo, summary="The server is up; the first-start weights download")
+def health() -> HealthInfo:
+    from .weights.first_start import status
+
+    return HealthInfo(status="ok", weights=status())
 
 
 @router.get("/personas", response_model=list[PersonaInfo], summary="The personas to choose from")

@@ -160,6 +160,22 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
+class DownloadInfo(BaseModel):
+    """A background download of weights at start: state, 0..1 of the bytes, one line for people."""
+
+    state: Literal["idle", "downloading", "done", "failed", "offline"]
+    fraction: float
+    message: str
+    held_back: list[str] = Field(default_factory=list, description="groups not fetched, and why")
+
+
+class HealthInfo(BaseModel):
+    """The server answers (also while weights download at a first start)."""
+
+    status: Literal["ok"]
+    weights: DownloadInfo
+
+
 #: Documented error answers, for the OpenAPI schema.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}

@@ -212,6 +212,11 @@ def warm_up(script_model: bool = True) -> float:
         except (PersonaVideoError, OSError, ValueError) as e:
             logger.warning("warm-up: persona %s not preloaded: %s", persona.id, e)
     logger.info("warm-up: voices and portraits loaded in %.2f s", time.perf_counter() - started)
+    from .weights.first_start import first_start_fetch
+
+    fetching = first_start_fetch()
+    if fetching is not None:
+        fetching.wait()  # the heavy weights arrive in the background: load them once they are there
     preload_heavy_models()
     if script_model:
         warm_script_model()
@@ -259,8 +264,10 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     port = port or int(os.environ.get("GRADIO_SERVER_PORT", "").strip() or os.environ.get("PORT", "").strip() or 7860)
     app = create_server(_build_blocks())
     from .weights.background import autofetch_script_model
+    from .weights.first_start import fetch_on_start
 
     autofetch_script_model()  # the default script model, once, in the background (PERSONA_VIDEO_FETCH=0: never)
+    fetch_on_start()  # a deployment's missing heavy weights (PERSONA_VIDEO_FETCH_ON_START), in the background
     if on_zero_gpu():
         # ZeroGPU packs the models placed on the GPU when it hears the app is up: load them first
         warm_up(script_model=False)

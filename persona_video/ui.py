@@ -117,6 +117,8 @@ def build_ui() -> gr.Blocks:
                 defaults = chosen.governor_config().to_dict()
                 writer_status = gr.Markdown(elem_id="writer-status")
                 writer_timer = gr.Timer(2.0, active=False)
+                weights_status = gr.Markdown(elem_id="weights-status")
+                weights_timer = gr.Timer(2.0, active=False)
                 prompt = gr.Textbox(
                     label="Prompt",
                     placeholder="What should the video explain?",
@@ -259,6 +261,10 @@ def build_ui() -> gr.Blocks:
         writer_outputs = [writer_status, writer_timer]
         demo.load(ui_events.script_writer_status, None, writer_outputs, api_visibility="undocumented")
         writer_timer.tick(ui_events.script_writer_status, None, writer_outputs, api_visibility="undocumented")
+        # a deployment's first start: the heavy weights' download, every 2 s while it runs
+        weights_outputs = [weights_status, weights_timer]
+        demo.load(ui_content.heavy_weights_status, None, weights_outputs, api_visibility="undocumented")
+        weights_timer.tick(ui_content.heavy_weights_status, None, weights_outputs, api_visibility="undocumented")
         persona.change(
             ui_events.persona_defaults,
             persona,

@@ -63,3 +63,25 @@ def auto_defaults_note() -> str:
     if on_zero_gpu():
         text += f" Motion is the **embedded animator** here, not SadTalker: {SADTALKER_REASON}."
     return text
+
+
+def heavy_weights_status() -> tuple[str, object]:
+    """The line that says, at a deployment's first start, how far the heavy weights' download
+    is (the timer keeps polling while it runs) and what was held back; empty when nothing was
+    asked for."""
+    import gradio as gr
+
+    from .weights.first_start import status
+
+    state = status()
+    held = "".join(f" ⚠️ {line}." for line in state["held_back"])
+    if state["state"] == "downloading":
+        text = f"⏳ First start: {state['message']} — until then the embedded voice and animator are used.{held}"
+        return text, gr.Timer(active=True)
+    if state["state"] in ("failed", "offline"):
+        return f"⚠️ First start: the model files could not be downloaded ({state['message']}).{held}", gr.Timer(
+            active=False
+        )
+    if state["state"] == "done":
+        return f"✅ First start: {state['message']}; `auto` uses them now.{held}", gr.Timer(active=False)
+    return held.strip(), gr.Timer(active=False)

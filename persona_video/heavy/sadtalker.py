@@ -106,24 +106,13 @@ def write_coeff_mat(track: MotionTrack, path: Path) -> Path:
     return path
 
 
-def _link_face_models(checkout: Path, checkpoint_dir: Path) -> None:
-    """SadTalker loads its face detector and landmark models from ``gfpgan/weights`` in its working
-    directory (and downloads them there when missing): link the registry's verified copies in."""
-    for relative in SADTALKER_FILES:
-        source, target = checkpoint_dir / relative, checkout / relative
-        if relative.startswith("gfpgan/") and source.is_file() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_symlink():  # a dangling link from an earlier checkpoints folder
-                target.unlink()
-            target.symlink_to(source.resolve())
-
-
 class SadTalkerRunner:
     """SadTalker's audio-to-coefficient step and its renderer, run in its own environment.
 
     checkout_dir: a clone of OpenTalker/SadTalker.
     checkpoint_dir: the registry's sadtalker folder: SadTalker_V0.0.2_256/512.safetensors, the two mapping
-        files and gfpgan/weights/ (its face detector and landmark models, linked into the checkout).
+        files and gfpgan/weights/ (its face detector and landmark models, which the driver links
+        into each step's working folder, where SadTalker looks for them).
     device: "cuda" or "cpu" (passed to SadTalker's modules).
     python: SadTalker's interpreter; default from $PERSONA_VIDEO_SADTALKER_PYTHON or a venv in the checkout.
     """
@@ -157,7 +146,6 @@ class SadTalkerRunner:
         self.checkout_dir = checkout
         self.checkpoint_dir = checkpoint_dir
         self.device = device
-        _link_face_models(checkout, checkpoint_dir)
 
     def _run(self, step: str, args: list[str]) -> None:
         command = [str(self.python), str(DRIVER), step, "--checkout", str(self.checkout_dir), *args]
