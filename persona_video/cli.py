@@ -5,7 +5,8 @@ generate  the whole pipeline: a job folder under outputs/ and, with -o, a copy o
 rerender  new governor settings on a finished job (reuses its audio and motion)
 personas  list the personas
 bench     per-stage timings, real-time factor, renderer frames/s, peak memory
-doctor    which backends can run here, and why not; which weights files are here, verified
+doctor    which backends can run here, and why not; which weights files are here, verified; per
+          deployment kind (CPU, GPU machine or Docker, ZeroGPU Space), what is missing and its fix
 fetch     download weights files, verified: fetch llm | llm-small | xtts | sadtalker | gfpgan | all
 """
 
@@ -241,12 +242,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from .weights.deployments import deployment_report, format_deployments
     from .weights.doctor import doctor_report, format_doctor, format_weights
     from .weights.registry import weights_report
 
     print(format_doctor(doctor_report()))
     print()
     print(format_weights(weights_report()))
+    print()
+    print(format_deployments(deployment_report()))
     return 0
 
 
