@@ -6,6 +6,7 @@ rerender  new governor settings on a finished job (reuses its audio and motion)
 personas  list the personas
 bench     per-stage timings, real-time factor, renderer frames/s, peak memory
 doctor    which backends can run here, and why not
+worker    take jobs from the broker (PERSONA_VIDEO_BROKER) and run them
 """
 
 from __future__ import annotations
@@ -76,7 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time every stage on a ~25 s script")
     bench.add_argument("--repeat", type=int, default=3, help="warm runs to take the median of")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench.add_argument(
+        "--broker", action="store_true", help="only the broker's overhead per job over the in-process queue"
+    )
     sub.add_parser("doctor", help="which backends can run here")
+    worker = sub.add_parser("worker", help="run jobs from the broker (PERSONA_VIDEO_BROKER=redis://...)")
+    worker.add_argument(
+        "--queue", default="cpu", help="cpu (embedded backends), gpu (needs a heavy backend here) or cpu,gpu"
+    )
+    worker.add_argument("-c", "--concurrency", type=int, default=1, help="jobs at once (default 1)")
     return parser
 
 
@@ -205,6 +214,12 @@ def cmd_personas(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.broker:
+        from .bench_broker import format_broker, run_broker_bench
+
+        report = run_broker_bench(jobs=max(3, 4 * args.repeat))
+        print(json.dumps(report, indent=2) if args.json else format_broker(report))
+        return 0
     from .bench import format_table, run_bench
 
     report = run_bench(repeat=args.repeat)
@@ -219,6 +234,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .workers import worker_main
+
+    queues = [queue.strip() for queue in args.queue.split(",") if queue.strip()]
+    return worker_main(queues, args.concurrency, "DEBUG" if args.verbose else "INFO")
+
+
 COMMANDS = {
     "speak": cmd_speak,
     "generate": cmd_generate,
@@ -226,6 +248,7 @@ COMMANDS = {
     "personas": cmd_personas,
     "bench": cmd_bench,
     "doctor": cmd_doctor,
+    "worker": cmd_worker,
 }
 
 
