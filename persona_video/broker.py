@@ -141,7 +141,8 @@ def connect(url: str, *, check: bool = True) -> Any:
         except redis.RedisError as e:
             raise BrokerError(
                 f"{BROKER_ENV} = {display_url(url)!r} cannot be reached ({e}): start Redis there "
-                "(e.g. apt-get install redis-server, or docker compose up redis) or fix the variable"
+                "(apt-get install redis-server, or docker compose up redis) or fix the variable, "
+                "e.g. redis://localhost:6379/0"
             ) from e
         finally:
             probe.close()
