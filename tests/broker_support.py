@@ -21,7 +21,7 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 #: The job time limit the test farms run with: the visibility timeout (1.25 times it) and the
 #: job lock's lifetime (a quarter of that) follow from it, and with them how soon a dead
 #: worker's job goes on elsewhere.
-JOB_TIMEOUT_S = "30"
+JOB_TIMEOUT_S = "40"
 
 
 def need_redis() -> None:
