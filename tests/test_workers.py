@@ -6,6 +6,7 @@ docker compose file."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -303,3 +304,24 @@ def test_the_compose_file_runs_redis_a_server_and_workers_on_one_outputs_volume(
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     requirements = (ROOT / "requirements.txt").read_text()
     assert "celery==" in requirements and "redis==" in requirements  # the image the services build has them
+
+
+def test_bench_broker_measures_what_the_broker_adds_per_job(tmp_path):
+    need_redis()
+    env = broker_env(RedisServer(tmp_path / "unused"), tmp_path)
+    del env["PERSONA_VIDEO_BROKER"]  # the bench starts its own Redis and worker
+    out = subprocess.run(
+        [sys.executable, "-m", "persona_video", "bench", "--broker", "--repeat", "1", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    print(f"\nbroker adds {report['broker_added_per_job_s'] * 1000:.1f} ms per job ({report['jobs']} jobs each way)")
+    assert report["jobs"] == 4 and report["target_added_per_job_s"] == 0.05
+    assert report["broker_wall_s"] > report["broker_overhead_s"] > 0
+    # the target is 50 ms on an idle machine; a loaded test machine gets five times that
+    assert report["broker_added_per_job_s"] < 0.25
