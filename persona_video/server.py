@@ -225,12 +225,14 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     host = host or os.environ.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT", "").strip() or os.environ.get("PORT", "").strip() or 7860)
     from .broker import BrokerError
+    from .remote_queue import shared_broker_queue
 
     try:
-        app = create_server(_build_blocks())
-    except BrokerError as e:  # a wrong or unreachable broker stops the server at start, saying which variable
+        shared_broker_queue()  # a wrong or unreachable broker stops the server at once, naming the variable
+    except BrokerError as e:
         logger.error("%s", e)
         raise SystemExit(f"error: {e}") from e
+    app = create_server(_build_blocks())
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     logger.info("Persona Video on http://%s:%d (API under /api, docs at /api/docs)", host, port)
     # Behind a proxy (a Space), the forwarded scheme and host make the absolute URLs right.

@@ -213,13 +213,13 @@ def _finish(client: Any, job_id: str, task_id: str, state: str, error: dict[str,
     broker.update_job(client, job_id, state=state, error=error, finished=time.time())
     client.srem(broker.ACTIVE_KEY, job_id)
     broker.publish_end(client, task_id, state, error)
-    if error is not None and error.get("code") == "interrupted":
-        _mark_manifest_failed(job_id, error["message"])
+    if error is not None and error.get("code") in ("interrupted", "timeout"):  # the pipeline could not say so
+        _mark_manifest_failed(job_id, error["message"], error["code"])
     logger.info("job %s %s", job_id, state)
     return state
 
 
-def _mark_manifest_failed(job_id: str, message: str) -> None:
+def _mark_manifest_failed(job_id: str, message: str, code: str) -> None:
     from .errors import NotFoundError
     from .jobs import Job, stage_after
 
@@ -227,7 +227,37 @@ def _mark_manifest_failed(job_id: str, message: str) -> None:
         job = Job.open(job_id)
     except NotFoundError:
         return
-    job.fail(stage_after(job.manifest.get("current_stage")), message, code="interrupted")
+    job.fail(stage_after(job.manifest.get("current_stage")), message, code=code)
+
+
+def _on_task_failure(task_id: str = "", exception: BaseException | None = None, args: Any = None, **_: Any) -> None:
+    """In the worker's main process: a job whose task failed outside its own handling (its time
+    limit hit and its pool process stopped, or the broker away longer than the retries) is
+    marked failed, so it does not stay running for ever."""
+    from billiard.exceptions import TimeLimitExceeded
+    from redis.exceptions import RedisError
+
+    if not args or len(args) < 2:
+        return
+    job_id = args[0]
+    if isinstance(exception, TimeLimitExceeded):
+        limit = BrokerSettings.from_env().job_timeout_s
+        message = (
+            f"the job ran longer than PERSONA_VIDEO_JOB_TIMEOUT_S ({limit:g} s) and was stopped: "
+            "raise the limit on the workers and the server, or make the video shorter"
+        )
+        error = {"code": "timeout", "message": message, "status": 500}
+    else:
+        error = {"code": "internal", "message": f"the worker failed: {type(exception).__name__}: {exception}"}
+        error["status"] = 500
+    try:
+        client = _client()
+        record = broker.job_record(client, job_id) or {}
+        if record.get("task") == task_id and record.get("state") in ("queued", "running"):
+            logger.error("job %s: %s", job_id, error["message"])
+            _finish(client, job_id, task_id, "failed", error)
+    except RedisError as e:
+        logger.error("job %s failed (%s) and could not be marked so: %s", job_id, error["message"], e)
 
 
 def _retention(client: Any) -> None:
@@ -366,6 +396,7 @@ def worker_main(queues: list[str], concurrency: int = 1, loglevel: str = "INFO")
     signals.worker_process_init.connect(_on_process_init, weak=False)
     signals.worker_ready.connect(heartbeat.start, weak=False)
     signals.worker_shutdown.connect(heartbeat.stop, weak=False)
+    signals.task_failure.connect(_on_task_failure, weak=False)
     logger.info(
         "worker %s on %s: queues %s, %d at a time, heavy backends: %s",
         name,

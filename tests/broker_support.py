@@ -103,8 +103,8 @@ def broker_env(redis: RedisServer, outputs: Path, **extra: str) -> dict[str, str
         PERSONA_VIDEO_JOB_TIMEOUT_S=JOB_TIMEOUT_S,
         PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         GLOG_minloglevel="2",
-        **extra,
     )
+    env.update(extra)
     return env
 
 

@@ -325,3 +325,27 @@ def test_bench_broker_measures_what_the_broker_adds_per_job(tmp_path):
     assert report["broker_wall_s"] > report["broker_overhead_s"] > 0
     # the target is 50 ms on an idle machine; a loaded test machine gets five times that
     assert report["broker_added_per_job_s"] < 0.25
+
+
+def test_a_job_over_the_time_limit_is_stopped_and_marked_failed(tmp_path, monkeypatch):
+    need_redis()
+    redis = RedisServer(tmp_path / "redis").start()
+    env = broker_env(redis, tmp_path / "outputs", PERSONA_VIDEO_JOB_TIMEOUT_S="5")
+    worker = Worker(env, tmp_path / "worker.log")
+    try:
+        wait_for_workers(redis, [worker])
+        for name in ("PERSONA_VIDEO_BROKER", "PERSONA_VIDEO_OUTPUTS", "PERSONA_VIDEO_JOB_TIMEOUT_S"):
+            monkeypatch.setenv(name, env[name])
+        with TestClient(create_server()) as client:
+            long_job = client.post("/api/jobs", json={"script": " ".join([BENCH_SCRIPT] * 3)}).json()["job_id"]
+            status = wait_done(client, long_job, timeout_s=90)
+            assert status["state"] == "failed" and status["error"]["code"] == "timeout"
+            assert "PERSONA_VIDEO_JOB_TIMEOUT_S (5 s)" in status["error"]["message"]
+            job_manifest = manifest(tmp_path / "outputs", long_job)
+            assert job_manifest["state"] == "failed" and job_manifest["error"]["code"] == "timeout"
+            # the worker lives on and takes the next job
+            next_job = client.post("/api/jobs", json={"script": "Short."}).json()["job_id"]
+            assert wait_done(client, next_job, timeout_s=90)["state"] == "done"
+    finally:
+        worker.stop()
+        redis.stop()
