@@ -154,6 +154,7 @@ class BrokerQueue:
         return self._submit(job_id, "rerender", {"governor": governor}, "gpu" if heavy else "cpu")
 
     def _submit(self, job_id: str, kind: str, payload: dict[str, Any], queue: str) -> RemoteTask:
+        from kombu.exceptions import OperationalError
         from redis.exceptions import RedisError
 
         from .workers import TASK_NAME
@@ -178,10 +179,24 @@ class BrokerQueue:
                 broker.update_job(self.client, job_id, **fields, attempts=0, **cleared)
                 self.client.sadd(broker.ACTIVE_KEY, job_id)
                 self.app.send_task(TASK_NAME, args=[job_id, kind, payload], task_id=task_id, queue=queue)
-        except RedisError as e:
-            raise BrokerError(f"the job broker ({broker.display_url(self.settings.url)}) did not answer: {e}") from e
+        except (RedisError, OperationalError) as e:
+            message = f"the job broker ({broker.display_url(self.settings.url)}) did not answer: {e}"
+            self._not_queued(job_id, message)
+            raise BrokerError(message) from e
         logger.info("queued %s of job %s on %s (%d waiting before it)", kind, job_id, queue, waiting)
         return RemoteTask(self.client, job_id, {**fields, "task": task_id})
+
+    def _not_queued(self, job_id: str, message: str) -> None:
+        """Undo a submission whose message could not be sent, where Redis still answers."""
+        from redis.exceptions import RedisError
+
+        try:
+            if self.client.hget(broker.job_key(job_id), "state") == "queued":
+                error = {"code": "broker_unavailable", "message": message, "status": 503}
+                broker.update_job(self.client, job_id, state="failed", error=error)
+            self.client.srem(broker.ACTIVE_KEY, job_id)
+        except RedisError as e:
+            logger.warning("job %s was not queued and its record not undone: %s", job_id, e)
 
     def get(self, job_id: str) -> RemoteTask | None:
         record = broker.job_record(self.client, job_id)

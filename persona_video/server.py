@@ -129,6 +129,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
+    from redis.exceptions import RedisError
+
+    @app.exception_handler(RedisError)
+    async def _broker_away(request: Request, exc: RedisError) -> JSONResponse:
+        # only the broker path talks to Redis; its client has retried for ~20 s before this
+        message = f"the job broker (PERSONA_VIDEO_BROKER) did not answer: {exc}; try again shortly"
+        return JSONResponse(error_body("broker_unavailable", message), status_code=503)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s", request.url.path)
