@@ -235,7 +235,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .workers import worker_main
+    from .worker_process import worker_main
 
     queues = [queue.strip() for queue in args.queue.split(",") if queue.strip()]
     return worker_main(queues, args.concurrency, "DEBUG" if args.verbose else "INFO")

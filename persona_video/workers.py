@@ -11,25 +11,23 @@ job, renewed while the job runs and lapsing soon after its worker dies, keeps tw
 from ever running one job; a second delivery of finished work is acknowledged and dropped.
 So that a dead worker's job need not wait out the visibility timeout, live workers put it
 back on its queue as soon as both its lock and its worker's heartbeat have lapsed
-(:func:`rescue_orphaned_jobs`, with the Redis transport's own restore of an unacknowledged
-message).
+(``worker_process.rescue_orphaned_jobs``). The worker command itself (warm-up, heartbeat,
+which queues it may serve) is in :mod:`persona_video.worker_process`.
 Each attempt is named in the job's manifest (worker, host, pid). Stage events go to the
 job's Redis stream as they happen, so the page and the API stream them as in-process.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
 from typing import Any
 
 from . import broker
-from .broker import BrokerError, BrokerSettings
+from .broker import BrokerSettings
 from .errors import PersonaVideoError
 from .job_queue import failure, summarize
 
@@ -39,10 +37,8 @@ TASK_NAME = "persona_video.run_job"
 #: Starts of one job (its worker died each time) after which it is marked failed, not run again.
 MAX_ATTEMPTS = 3
 
-#: This worker process's Redis client, made after the pool forked it (pid -> client).
+#: This process's Redis client, made after the pool forked it (pid -> client).
 _CLIENTS: dict[int, Any] = {}
-#: What the worker command serves, for its heartbeat: queues, concurrency, backends.
-_SERVES: dict[str, Any] = {}
 
 
 class LockLost(PersonaVideoError):
@@ -81,7 +77,8 @@ def celery_app(settings: BrokerSettings) -> Any:
     return app
 
 
-def _client() -> Any:
+def process_client() -> Any:
+    """This process's Redis client for the broker (made anew in each forked pool process)."""
     pid = os.getpid()
     if pid not in _CLIENTS:
         _CLIENTS.clear()  # a forked child must not share its parent's sockets
@@ -127,7 +124,7 @@ def run_job(task: Any, job_id: str, kind: str, payload: dict[str, Any]) -> dict[
     kind: "generate" (payload {"request": pipeline.Request as a dict}) or "rerender"
     (payload {"governor": overrides}). Returns {"job_id", "state"} (the result store keeps it).
     """
-    client = _client()
+    client = process_client()
     settings = BrokerSettings.from_env()
     task_id = task.request.id
     record = broker.job_record(client, job_id) or {}
@@ -230,7 +227,7 @@ def _mark_manifest_failed(job_id: str, message: str, code: str) -> None:
     job.fail(stage_after(job.manifest.get("current_stage")), message, code=code)
 
 
-def _on_task_failure(task_id: str = "", exception: BaseException | None = None, args: Any = None, **_: Any) -> None:
+def mark_failed_task(task_id: str = "", exception: BaseException | None = None, args: Any = None, **_: Any) -> None:
     """In the worker's main process: a job whose task failed outside its own handling (its time
     limit hit and its pool process stopped, or the broker away longer than the retries) is
     marked failed, so it does not stay running for ever."""
@@ -251,7 +248,7 @@ def _on_task_failure(task_id: str = "", exception: BaseException | None = None, 
         error = {"code": "internal", "message": f"the worker failed: {type(exception).__name__}: {exception}"}
         error["status"] = 500
     try:
-        client = _client()
+        client = process_client()
         record = broker.job_record(client, job_id) or {}
         if record.get("task") == task_id and record.get("state") in ("queued", "running"):
             logger.error("job %s: %s", job_id, error["message"])
@@ -268,144 +265,3 @@ def _retention(client: Any) -> None:
         apply_retention(RetentionPolicy.from_env(), active=set(client.smembers(broker.ACTIVE_KEY)))
     except OSError as e:  # retention must never stop the worker
         logger.warning("retention after a job failed: %s", e)
-
-
-def _die_with_parent() -> None:
-    """Linux: a pool process is killed with its worker, so none goes on writing a job alone."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        logger.info("pool processes will not die with their worker on this system")
-
-
-def _on_process_init(**_: Any) -> None:
-    from .server import warm_up
-
-    _die_with_parent()
-    warm_up()
-
-
-def rescue_orphaned_jobs(client: Any, app: Any) -> list[str]:
-    """Put back on their queue the jobs whose worker died: the record says running, yet its
-    worker's heartbeat and the job's lock have both lapsed. Their messages are restored from
-    the transport's unacknowledged set (kombu's restore_by_tag, atomic: a message acknowledged
-    meanwhile is left alone). Returns the job ids put back."""
-    live = {worker["name"] for worker in broker.live_workers(client)}
-    orphans: dict[str, str] = {}  # Celery task id -> job id
-    for job_id in client.smembers(broker.ACTIVE_KEY):
-        record = broker.job_record(client, job_id) or {}
-        if record.get("state") != "running" or record.get("worker") in live or "task" not in record:
-            continue
-        if not client.exists(broker.lock_key(job_id)):
-            orphans[record["task"]] = job_id
-    if not orphans:
-        return []
-    rescued = []
-    with app.connection_for_write() as connection:
-        qos = connection.default_channel.qos
-        for tag, raw in client.hscan_iter(qos.unacked_key):
-            message = json.loads(raw)[0]
-            job_id = orphans.get(message.get("headers", {}).get("id"))
-            if job_id is not None:
-                qos.restore_by_tag(tag)  # at the end workers take from: next in line, it was running
-                rescued.append(job_id)
-                logger.warning("job %s: its worker died; put back on its queue to go on elsewhere", job_id)
-    return rescued
-
-
-class Heartbeat:
-    """The worker's heartbeat in Redis (renewed every HEARTBEAT_S), read by GET /api/health;
-    every few beats it also rescues the jobs of workers that died."""
-
-    #: Beats between two looks for jobs of dead workers.
-    RESCUE_EVERY = 2
-
-    def __init__(self, name: str, app: Any) -> None:
-        self.app = app
-        self.record = {"name": name, **_SERVES, "host": socket.gethostname(), "pid": os.getpid()}
-        self.record["started"] = time.time()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="worker-heartbeat", daemon=True)
-
-    def start(self, **_: Any) -> None:
-        self._thread.start()
-
-    def stop(self, **_: Any) -> None:
-        self._stop.set()
-        from redis.exceptions import RedisError
-
-        try:
-            _client().delete(broker.worker_key(self.record["name"]))
-        except RedisError as e:  # stopping anyway: the heartbeat lapses by itself
-            logger.info("could not remove the heartbeat: %s", e)
-
-    def _beat(self) -> None:
-        from kombu.exceptions import OperationalError
-        from redis.exceptions import RedisError
-
-        beats = 0
-        while True:
-            try:
-                broker.write_heartbeat(_client(), {**self.record, "seen": time.time()})
-                beats += 1
-                if beats % self.RESCUE_EVERY == 0:
-                    rescue_orphaned_jobs(_client(), self.app)
-            except (RedisError, OperationalError) as e:
-                logger.warning("heartbeat not sent: %s", e)
-            if self._stop.wait(broker.HEARTBEAT_S):
-                return
-
-
-def heavy_backends_here() -> list[str]:
-    """The heavy backends this machine can run (xtts, sadtalker, gfpgan)."""
-    from .checkpoints import backend_status
-
-    return sorted(name for name, status in backend_status().items() if status.available)
-
-
-def worker_main(queues: list[str], concurrency: int = 1, loglevel: str = "INFO") -> int:
-    """Run a worker taking jobs from ``queues`` (cpu, gpu), ``concurrency`` at once, until stopped.
-
-    BrokerError naming PERSONA_VIDEO_BROKER when it is unset, wrong or unreachable; an error
-    when asked for the gpu queue on a machine that cannot run a heavy backend."""
-    from celery import signals
-
-    settings = BrokerSettings.from_env()
-    broker.connect(settings.url)
-    unknown = [queue for queue in queues if queue not in broker.QUEUES]
-    if unknown or not queues:
-        raise BrokerError(f"unknown queue {', '.join(unknown) or '(none)'}: choose cpu, gpu or cpu,gpu")
-    backends = heavy_backends_here()
-    if "gpu" in queues and not backends:
-        from .checkpoints import backend_status
-
-        why = "; ".join(f"{name}: {status.reason}" for name, status in backend_status().items())
-        raise BrokerError(
-            f"this machine cannot run a heavy backend ({why}), so it cannot take gpu jobs: "
-            "start this worker with --queue cpu, or install the heavy backends (see the README)"
-        )
-    if concurrency < 1:
-        raise BrokerError(f"--concurrency {concurrency}: run at least one job at a time")
-    _SERVES.update(queues=list(queues), concurrency=concurrency, backends=backends)
-    name = f"{'-'.join(queues)}-{os.getpid()}@{socket.gethostname()}"
-    app = celery_app(settings)
-    heartbeat = Heartbeat(name, app)
-    signals.worker_process_init.connect(_on_process_init, weak=False)
-    signals.worker_ready.connect(heartbeat.start, weak=False)
-    signals.worker_shutdown.connect(heartbeat.stop, weak=False)
-    signals.task_failure.connect(_on_task_failure, weak=False)
-    logger.info(
-        "worker %s on %s: queues %s, %d at a time, heavy backends: %s",
-        name,
-        broker.display_url(settings.url),
-        ",".join(queues),
-        concurrency,
-        ", ".join(backends) or "none",
-    )
-    argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(concurrency), "--pool", "prefork"]
-    argv += ["--hostname", name, "--loglevel", loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    app.worker_main(argv)
-    return 0
