@@ -55,8 +55,9 @@ def farm(tmp_path_factory):
     redis = RedisServer(root / "redis").start()
     outputs = root / "outputs"
     env = broker_env(redis, outputs)
-    workers = [Worker(env, root / f"worker{index}.log") for index in range(2)]
+    workers: list[Worker] = []
     try:
+        workers += [Worker(env, root / f"worker{index}.log") for index in range(2)]
         wait_for_workers(redis, workers)
         with pytest.MonkeyPatch.context() as patch:
             for name in ("PERSONA_VIDEO_BROKER", "PERSONA_VIDEO_OUTPUTS", "PERSONA_VIDEO_JOB_TIMEOUT_S"):
@@ -330,10 +331,11 @@ def test_bench_broker_measures_what_the_broker_adds_per_job(tmp_path):
 def test_a_job_over_the_time_limit_is_stopped_and_marked_failed(tmp_path, monkeypatch):
     need_redis()
     redis = RedisServer(tmp_path / "redis").start()
-    env = broker_env(redis, tmp_path / "outputs", PERSONA_VIDEO_JOB_TIMEOUT_S="5")
-    worker = Worker(env, tmp_path / "worker.log")
+    workers: list[Worker] = []
     try:
-        wait_for_workers(redis, [worker])
+        env = broker_env(redis, tmp_path / "outputs", PERSONA_VIDEO_JOB_TIMEOUT_S="5")
+        workers.append(Worker(env, tmp_path / "worker.log"))
+        wait_for_workers(redis, workers)
         for name in ("PERSONA_VIDEO_BROKER", "PERSONA_VIDEO_OUTPUTS", "PERSONA_VIDEO_JOB_TIMEOUT_S"):
             monkeypatch.setenv(name, env[name])
         with TestClient(create_server()) as client:
@@ -347,5 +349,6 @@ def test_a_job_over_the_time_limit_is_stopped_and_marked_failed(tmp_path, monkey
             next_job = client.post("/api/jobs", json={"script": "Short."}).json()["job_id"]
             assert wait_done(client, next_job, timeout_s=90)["state"] == "done"
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
         redis.stop()

@@ -64,8 +64,9 @@ def farm(tmp_path_factory):
     redis = RedisServer(root / "redis").start()
     outputs = root / "outputs"
     env = broker_env(redis, outputs, PERSONA_VIDEO_QUEUE_SIZE="12", PERSONA_VIDEO_KEEP_JOBS="100")
-    workers = [Worker(env, root / f"worker{index}.log") for index in range(2)]
+    workers: list[Worker] = []
     try:
+        workers += [Worker(env, root / f"worker{index}.log") for index in range(2)]
         wait_for_workers(redis, workers)
         with pytest.MonkeyPatch.context() as patch:
             for name in (
