@@ -23,9 +23,11 @@ RUN apt-get update \
         libgl1 libglib2.0-0 libsm6 libxext6 libxrender1 libgomp1 libsndfile1 \
     && rm -rf /var/lib/apt/lists/*
 
+# /app/outputs exists and is the user's, so a volume mounted there (docker-compose.yml) is writable
 RUN useradd --create-home --uid 1000 user \
     && python3.11 -m venv /opt/venv \
-    && chown -R user:user /opt/venv
+    && mkdir -p /app/outputs \
+    && chown -R user:user /opt/venv /app/outputs
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
