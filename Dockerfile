@@ -52,10 +52,11 @@ WORKDIR /app
 COPY requirements.txt requirements-gpu.txt ./
 RUN pip install --no-cache-dir -r requirements.txt -r requirements-gpu.txt
 
-# Spaces run the container as uid 1000; /data is where a Space's persistent storage is mounted.
+# Spaces run the container as uid 1000; /data is where a Space's persistent storage is mounted;
+# /app/outputs is the user's too, so a volume mounted there (docker-compose.yml) is writable.
 RUN useradd --create-home --uid 1000 user \
-    && mkdir -p /data \
-    && chown user:user /data
+    && mkdir -p /data /app/outputs \
+    && chown user:user /data /app/outputs
 COPY --chown=user:user . .
 USER 1000:1000
 VOLUME /data

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run every test: lint, the core suite (real voices, face mesh,
-# ffmpeg, Debian's chromium), then the heavy backends on random-weight
+# ffmpeg, Debian's chromium and redis-server), then the heavy backends on random-weight
 # checkpoints in .venv-gpu. `./test.sh --core` skips the heavy part.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +12,13 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
   else
     echo "chromium is missing: run 'sudo apt-get install -y chromium' (the browser test needs it)" >&2
+  fi
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is missing: run 'sudo apt-get install -y redis-server' (the broker tests need it)" >&2
   fi
 fi
 

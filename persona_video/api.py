@@ -2,8 +2,9 @@
 re-render, personas, uploads and job files. Mounted under ``/api`` by
 :func:`persona_video.server.create_server`.
 
-Every generation goes through the server's one :class:`JobQueue`, so the
-synchronous endpoint and the job endpoints share the same limit. Input is
+Every generation goes through the server's one job runner (the in-process
+:class:`JobQueue`, or the broker's queue when PERSONA_VIDEO_BROKER is set), so
+the synchronous endpoint and the job endpoints share the same limit. Input is
 validated (pydantic, then the pipeline's own ``prepare``) before anything is
 queued, so bad input gets a 4xx and leaves no job folder. Files are served by
 job id and known file name only: no path a client sends reaches the file system.
@@ -26,16 +27,16 @@ from .api_models import (
     GenerateRequest,
     GenerateResponse,
     GovernorSettings,
-    HealthInfo,
+    Health,
     JobAccepted,
     JobRequest,
     JobStatus,
     PersonaInfo,
     UploadInfo,
 )
-from .errors import InputError, NotFoundError, PersonaVideoError
-from .job_queue import JobBusy, JobQueue, Task
-from .jobs import JOB_FILES, Job, new_job_id, validate_job_id
+from .errors import InputError, NotFoundError
+from .job_queue import JobBusy, JobRunner, Task, TaskFailed
+from .jobs import JOB_FILES, Job, validate_job_id
 from .personas import list_personas, load_persona
 from .uploads import save_portrait_upload, save_voice_upload, upload_path
 
@@ -67,17 +68,7 @@ EVENT_POLL_S = 0.05
 MANIFEST_POLL_S = 0.25
 
 
-class TaskFailed(PersonaVideoError):
-    """A queued job failed; carries the status its error had."""
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        stage, message = error.get("stage"), error["message"]
-        super().__init__(message if not stage or "stage failed" in message else f"{stage} stage failed: {message}")
-        self.status_code = int(error.get("status", 500))
-        self.code = error.get("code", "stage_failed")
-
-
-def _queue(request: Request) -> JobQueue:
+def _queue(request: Request) -> JobRunner:
     return request.app.state.job_queue
 
 
@@ -98,23 +89,14 @@ def _to_pipeline_request(body: GenerateRequest | JobRequest) -> pipeline.Request
     return pipeline.Request(**data, governor=governor)
 
 
-def _validated(body: GenerateRequest | JobRequest) -> pipeline.Request:
-    """Everything the pipeline checks before work, so a bad request queues nothing."""
+def _submit(queue: JobRunner, body: GenerateRequest | JobRequest) -> Task:
+    """Check the request in full (a bad one queues nothing), then queue it."""
     request = _to_pipeline_request(body)
-    pipeline.prepare(request)
-    if request.prompt is not None:
-        from .script import validate_prompt
-
-        validate_prompt(request.prompt)
-    return request
+    queue.check(request)
+    return queue.submit_generate(request)
 
 
-def _submit(queue: JobQueue, request: pipeline.Request) -> Task:
-    job_id = new_job_id()
-    return queue.submit(job_id, "generate", lambda: pipeline.run(request, job_id=job_id))
-
-
-def _accepted(http: Request, queue: JobQueue, task: Task) -> JobAccepted:
+def _accepted(http: Request, queue: JobRunner, task: Task) -> JobAccepted:
     return JobAccepted(
         job_id=task.job_id,
         state=task.state,
@@ -122,13 +104,6 @@ def _accepted(http: Request, queue: JobQueue, task: Task) -> JobAccepted:
         status_url=str(http.url_for("job_status", job_id=task.job_id)),
         events_url=str(http.url_for("job_events", job_id=task.job_id)),
     )
-
-
-@router.get("/health", response_model=HealthInfo, summary="The server is up; the first-start weights download")
-def health() -> HealthInfo:
-    from .weights.first_start import status
-
-    return HealthInfo(status="ok", weights=status())
 
 
 @router.get("/personas", response_model=list[PersonaInfo], summary="The personas to choose from")
@@ -154,8 +129,7 @@ def personas() -> list[PersonaInfo]:
     "/generate/persona-video", response_model=GenerateResponse, summary="Prompt to video, waiting for the result"
 )
 def generate(body: GenerateRequest, http: Request) -> GenerateResponse:
-    queue = _queue(http)
-    task = _submit(queue, _validated(body))
+    task = _submit(_queue(http), body)
     task.finished.wait()
     if task.error is not None:
         raise TaskFailed(task.error)
@@ -176,7 +150,7 @@ def generate(body: GenerateRequest, http: Request) -> GenerateResponse:
 @router.post("/jobs", response_model=JobAccepted, status_code=202, summary="Queue a job; returns its id at once")
 def create_job(body: JobRequest, http: Request) -> JobAccepted:
     queue = _queue(http)
-    return _accepted(http, queue, _submit(queue, _validated(body)))
+    return _accepted(http, queue, _submit(queue, body))
 
 
 def _status(http: Request, job_id: str) -> JobStatus:
@@ -260,16 +234,18 @@ def job_events(job_id: str, http: Request) -> StreamingResponse:
         else:
             sent = 0
             while True:
-                finished = task.finished.is_set()
-                while sent < len(task.events):
-                    yield _sse("stage", task.events[sent])
-                    sent += 1
+                # off the event loop: a broker's task reads Redis, which may be slow to answer
+                finished, fresh = await asyncio.to_thread(task.poll, sent)
+                for event in fresh:
+                    yield _sse("stage", event)
+                sent += len(fresh)
                 if finished:
                     break
                 if await http.is_disconnected():
                     return
                 await asyncio.sleep(EVENT_POLL_S)
-        yield _sse("end", _status(http, job_id).model_dump(mode="json"))
+        final = await asyncio.to_thread(_status, http, job_id)
+        yield _sse("end", final.model_dump(mode="json"))
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
@@ -294,8 +270,18 @@ def rerender(job_id: str, settings: GovernorSettings, http: Request) -> JobAccep
         load_persona(saved.get("persona", "mkbhd")), {**saved.get("governor", {}), **overrides}
     )
     queue = _queue(http)
-    task = queue.submit(job_id, "rerender", lambda: pipeline.rerender(job_id, overrides))
-    return _accepted(http, queue, task)
+    return _accepted(http, queue, queue.submit_rerender(job_id, overrides))
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    summary="Workers up, what each serves, how deep each queue is, the first-start download",
+)
+def health(http: Request) -> Health:
+    from .weights.first_start import status
+
+    return Health(**_queue(http).health(), weights=status())
 
 
 @router.get("/jobs/{job_id}/files/{name}", summary="One of a job's files, by its known name")

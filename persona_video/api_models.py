@@ -156,8 +156,22 @@ class UploadInfo(BaseModel):
     detail: dict[str, Any]
 
 
-class ErrorBody(BaseModel):
-    error: ErrorInfo
+class WorkerInfo(BaseModel):
+    name: str = Field(description="the worker's node name (queues-pid@host), or in-process@host")
+    host: str
+    pid: int
+    queues: list[str] = Field(description="the queues it takes jobs from: cpu, gpu (in-process: this server)")
+    concurrency: int = Field(description="jobs it runs at once")
+    backends: list[str] = Field(description="heavy backends it can run (xtts, sadtalker, gfpgan)")
+    running: list[str] = Field(default_factory=list, description="ids of the jobs it runs now")
+    seen_s: float = Field(description="seconds since its last heartbeat")
+
+
+class QueueInfo(BaseModel):
+    waiting: int = Field(description="jobs waiting for a worker")
+    running: int = Field(description="jobs a worker is running")
+    workers: int = Field(description="workers up that take jobs from this queue")
+    limit: int = Field(description="waiting jobs accepted (PERSONA_VIDEO_QUEUE_SIZE); more are refused with 429")
 
 
 class DownloadInfo(BaseModel):
@@ -169,11 +183,17 @@ class DownloadInfo(BaseModel):
     held_back: list[str] = Field(default_factory=list, description="groups not fetched, and why")
 
 
-class HealthInfo(BaseModel):
-    """The server answers (also while weights download at a first start)."""
+class Health(BaseModel):
+    mode: Literal["in-process", "broker"] = Field(description="jobs run in this server, or on workers via a broker")
+    ok: bool = Field(description="jobs can run: the broker answers and a worker is up (always true in-process)")
+    broker: str | None = Field(description="the broker's address, password hidden (PERSONA_VIDEO_BROKER)")
+    workers: list[WorkerInfo]
+    queues: dict[str, QueueInfo]
+    weights: DownloadInfo = Field(description="the first start's download of missing weights (idle when none)")
 
-    status: Literal["ok"]
-    weights: DownloadInfo
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo
 
 
 #: Documented error answers, for the OpenAPI schema.
@@ -185,6 +205,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "request body over the size limit",
         422: "invalid input, with what to change",
         429: "queue full: retry after the Retry-After header's seconds",
-        503: "a backend asked for by name cannot run here",
+        503: "a backend asked for by name cannot run here, or the job broker cannot be reached",
     }.items()
 }

@@ -113,12 +113,20 @@ def _render_fps_one_core() -> float:
 def bench_model_path() -> Path:
     """The benchmark's random-weight GGUF of Qwen2.5-1.5B-Instruct's shapes (Q4_K/Q6_K, about
     1 GB), written once into the temp folder and reused."""
-    from .script.random_gguf import QWEN25_15B, write_model
+    import re
 
-    path = Path(tempfile.gettempdir()) / "persona-video-bench" / "qwen2.5-1.5b-shapes-random-q4k.gguf"
+    from .personas import list_personas
+    from .script.local_writer import markup_instruction
+    from .script.random_gguf import QWEN25_15B, TINY_WORDS, write_model
+
+    path = Path(tempfile.gettempdir()) / "persona-video-bench" / "qwen2.5-1.5b-shapes-random-q4k-v2.gguf"
     if not path.is_file():
+        # the words of the system prompts are whole tokens, so the prompts cost as many tokens as with Qwen's
+        # own vocabulary (about one a word), not one a byte
+        text = " ".join(markup_instruction(p) for p in list_personas())
+        words = tuple(dict.fromkeys([*re.findall(r"[A-Za-z]+", text), *TINY_WORDS]))
         partial = path.with_suffix(".partial")
-        write_model(partial, QWEN25_15B, seed=0, name="random weights, Qwen2.5-1.5B shapes")
+        write_model(partial, QWEN25_15B, seed=0, words=words, merge_words=True, name="random, Qwen2.5-1.5B shapes")
         partial.replace(path)
     return path
 

@@ -8,6 +8,7 @@ bench     per-stage timings, real-time factor, renderer frames/s, peak memory
 doctor    which backends can run here, and why not; which weights files are here, verified; per
           deployment kind (CPU, GPU machine or Docker, ZeroGPU Space), what is missing and its fix
 fetch     download weights files, verified: fetch llm | llm-small | xtts | sadtalker | gfpgan | all
+worker    take jobs from the broker (PERSONA_VIDEO_BROKER) and run them
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the local script model (it writes a 1 GB random-weight GGUF into the temp folder once)",
     )
+    bench.add_argument(
+        "--broker", action="store_true", help="only the broker's overhead per job over the in-process queue"
+    )
     sub.add_parser("doctor", help="which backends can run here, which weights are here")
     fetch = sub.add_parser("fetch", help="download weights, verified (progress on stderr)")
     fetch.add_argument(
@@ -91,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a download stalls")
     fetch.add_argument("--retries", type=int, default=2, help="resumed attempts after a cut or a stall (default 2)")
+    worker = sub.add_parser("worker", help="run jobs from the broker (PERSONA_VIDEO_BROKER=redis://...)")
+    worker.add_argument(
+        "--queue", default="cpu", help="cpu (embedded backends), gpu (needs a heavy backend here) or cpu,gpu"
+    )
+    worker.add_argument("-c", "--concurrency", type=int, default=1, help="jobs at once (default 1)")
     return parser
 
 
@@ -234,6 +243,12 @@ def cmd_personas(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.broker:
+        from .bench_broker import format_broker, run_broker_bench
+
+        report = run_broker_bench(jobs=max(3, 4 * args.repeat))
+        print(json.dumps(report, indent=2) if args.json else format_broker(report))
+        return 0
     from .bench import format_table, run_bench
 
     report = run_bench(repeat=args.repeat, local_model=not args.no_local_model)
@@ -306,6 +321,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker_process import worker_main
+
+    queues = [queue.strip() for queue in args.queue.split(",") if queue.strip()]
+    return worker_main(queues, args.concurrency, "DEBUG" if args.verbose else "INFO")
+
+
 COMMANDS = {
     "speak": cmd_speak,
     "generate": cmd_generate,
@@ -314,6 +336,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "doctor": cmd_doctor,
     "fetch": cmd_fetch,
+    "worker": cmd_worker,
 }
 
 

@@ -7,6 +7,11 @@ answers 429 with a Retry-After estimate) instead of piling up.
 
 Every task keeps the events its pipeline yielded as plain dicts, so a client
 that connects late replays the past ones and then follows the live ones.
+
+The API and the page use the small :class:`JobRunner` interface, which this
+queue implements in-process and :class:`persona_video.remote_queue.BrokerQueue`
+implements over Celery and Redis (PERSONA_VIDEO_BROKER set): workers elsewhere
+run the jobs and their events come back through Redis.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import PersonaVideoError
 from .settings import env_number
+
+if TYPE_CHECKING:
+    from .pipeline import Request
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +106,72 @@ class Task:
     def active(self) -> bool:
         return self.state in ("queued", "running")
 
+    def poll(self, since: int) -> tuple[bool, list[dict[str, Any]]]:
+        """(finished, the events after the first ``since``); finished is read first, so a
+        finished task's list is complete."""
+        finished = self.finished.is_set()
+        return finished, self.events[since:]
+
+
+class TaskFailed(PersonaVideoError):
+    """A queued job failed; carries the status its error had."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        stage, message = error.get("stage"), error["message"]
+        super().__init__(message if not stage or "stage failed" in message else f"{stage} stage failed: {message}")
+        self.status_code = int(error.get("status", 500))
+        self.code = error.get("code", "stage_failed")
+
+
+class JobRunner(Protocol):
+    """What the API and the page ask of whoever runs jobs: this module's in-process
+    :class:`JobQueue` or the broker's ``BrokerQueue``. Tasks are :class:`Task` or an object
+    with the same attributes (job_id, kind, state, events, error, active, finished) and poll."""
+
+    maxsize: int
+
+    def check(self, request: Request) -> None:
+        """Validate a request before anything is queued (InputError, NotFoundError, BackendUnavailable)."""
+
+    def submit_generate(self, request: Request) -> Task:
+        """Queue a checked request as a new job; QueueFull when the queue is full."""
+
+    def submit_rerender(self, job_id: str, governor: dict[str, Any]) -> Task:
+        """Queue a re-render of a finished job with governor overrides."""
+
+    def get(self, job_id: str) -> Task | None: ...
+
+    def position(self, task: Task) -> int: ...
+
+    def active_job_ids(self) -> set[str]: ...
+
+    def health(self) -> dict[str, Any]:
+        """Workers up (what each serves) and queue depths, for GET /api/health."""
+
+    def stop(self, timeout_s: float = 30.0) -> None: ...
+
+
+def check_request(request: Request, *, heavy_here: bool = True) -> None:
+    """Everything the pipeline checks before work, so a bad request queues nothing."""
+    from . import pipeline
+
+    pipeline.prepare(request, heavy_here=heavy_here)
+    if request.prompt is not None:
+        from .script import validate_prompt
+
+        validate_prompt(request.prompt)
+
+
+def failure(error: BaseException, kind: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A failed task's error as {"code", "message", "status", "stage"}."""
+    if isinstance(error, PersonaVideoError):
+        out = {"code": error_code(error), "message": str(error), "status": error.status_code}
+        out["stage"] = getattr(error, "stage", None) or _current_stage(kind, events)
+    else:
+        out = {"code": "internal", "message": f"{type(error).__name__}: {error}", "status": 500}
+        out["stage"] = _current_stage(kind, events)
+    return out
+
 
 class JobQueue:
     """Bounded FIFO of tasks run by one daemon worker thread, started on first use.
@@ -137,6 +211,43 @@ class JobQueue:
             self._cond.notify_all()
         logger.info("queued %s of job %s (%d waiting)", kind, job_id, len(self._waiting))
         return task
+
+    def check(self, request: Request) -> None:
+        check_request(request)
+
+    def submit_generate(self, request: Request) -> Task:
+        from . import pipeline
+        from .jobs import new_job_id
+
+        job_id = new_job_id()
+        return self.submit(job_id, "generate", lambda: pipeline.run(request, job_id=job_id))
+
+    def submit_rerender(self, job_id: str, governor: dict[str, Any]) -> Task:
+        from . import pipeline
+
+        return self.submit(job_id, "rerender", lambda: pipeline.rerender(job_id, governor))
+
+    def health(self) -> dict[str, Any]:
+        """This server as the one worker, serving the in-process queue."""
+        from .jobs import this_process
+        from .weights.registry import backend_status
+
+        with self._cond:
+            waiting = len(self._waiting)
+            running = [task.job_id for task in self._tasks.values() if task.state == "running"]
+        me = this_process()
+        worker = {
+            "name": f"in-process@{me['host']}",
+            "host": me["host"],
+            "pid": me["pid"],
+            "queues": ["in-process"],
+            "concurrency": 1,
+            "backends": sorted(name for name, status in backend_status().items() if status.available),
+            "running": running,
+            "seen_s": 0.0,
+        }
+        queue = {"waiting": waiting, "running": len(running), "workers": 1, "limit": self.maxsize}
+        return {"mode": "in-process", "ok": True, "broker": None, "workers": [worker], "queues": {"in-process": queue}}
 
     def get(self, job_id: str) -> Task | None:
         with self._cond:
@@ -211,13 +322,11 @@ class JobQueue:
             for event in task.work():
                 task.events.append(summarize(event))
         except PersonaVideoError as e:
-            error = {"code": error_code(e), "message": str(e), "status": e.status_code}
-            error["stage"] = getattr(e, "stage", None) or _current_stage(task)
+            error = failure(e, task.kind, task.events)
             logger.warning("job %s failed: %s", task.job_id, e)
         except Exception as e:  # the worker must survive any job; the job's manifest says where
             logger.exception("job %s failed unexpectedly", task.job_id)
-            error = {"code": "internal", "message": f"{type(e).__name__}: {e}", "status": 500}
-            error["stage"] = _current_stage(task)
+            error = failure(e, task.kind, task.events)
         seconds = time.perf_counter() - started
         if error is None:
             self._job_seconds = seconds if self._job_seconds is None else 0.7 * self._job_seconds + 0.3 * seconds
@@ -235,11 +344,25 @@ class JobBusy(PersonaVideoError):
     status_code = 409
 
 
-def _current_stage(task: Task) -> str:
+def _current_stage(kind: str, events: list[dict[str, Any]]) -> str:
     """The stage that was running when a task failed: the one after its last event."""
     from .jobs import stage_after
 
-    return stage_after(task.events[-1]["stage"] if task.events else ("" if task.kind == "generate" else "motion"))
+    return stage_after(events[-1]["stage"] if events else ("" if kind == "generate" else "motion"))
+
+
+def runner_from_env(after_each: Callable[[set[str]], None] | None = None) -> JobRunner:
+    """The broker's queue when PERSONA_VIDEO_BROKER is set (BrokerError naming the variable
+    when it is wrong or unreachable), else an in-process JobQueue calling ``after_each``."""
+    from .broker import broker_url_from_env
+
+    if broker_url_from_env() is None:
+        return JobQueue(after_each=after_each)
+    from .remote_queue import shared_broker_queue
+
+    queue = shared_broker_queue()
+    assert queue is not None
+    return queue
 
 
 def error_code(error: PersonaVideoError) -> str:

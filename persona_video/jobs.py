@@ -6,11 +6,13 @@ Files (each written atomically: a temporary name, then a rename):
     script.txt          canonical markup; script.json: segments + backend
     audio.wav           16-bit mono speech
     timing.json         the IntentTimingMap (fps, frame_intents, total_duration, num_frames, segments)
+    speech.json         speech backend, voice, notice and phoneme timings (to resume from motion)
     motion_raw.npy      (T, D) float32 coefficients from the motion stage
     motion_governed.npy (T, D) float32 after the governor; gains.json: per-frame gain curve + config
     video.mp4           H.264 + AAC; captions.vtt: WebVTT from the segment spans
     portrait.png        the user's portrait, when one was uploaded
-    manifest.json       state, per-stage backend and wall time, notices, and the failure if any
+    manifest.json       state, per-stage backend and wall time, notices, the failure if any and,
+                        for jobs run by workers, each attempt (worker, host, pid)
 
 The outputs folder is ``outputs/`` beside the working directory unless
 PERSONA_VIDEO_OUTPUTS says otherwise.
@@ -43,6 +45,7 @@ JOB_FILES = (
     "script.json",
     "audio.wav",
     "timing.json",
+    "speech.json",
     "motion_raw.npy",
     "motion_governed.npy",
     "gains.json",
@@ -209,6 +212,12 @@ class Job:
             if state == "running":  # whoever runs it now: a re-render may run in another process
                 self.manifest["owner"] = this_process()
             self.manifest.update(extra)
+            self.save_manifest()
+
+    def add_attempt(self, attempt: dict[str, Any]) -> None:
+        """Name who runs the job now (a worker: its name, host, pid), after any earlier attempts."""
+        with self._lock:
+            self.manifest.setdefault("attempts", []).append({**attempt, "at": round(time.time(), 3)})
             self.save_manifest()
 
     def fail(self, stage: str, message: str, code: str | None = None) -> None:

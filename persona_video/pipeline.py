@@ -74,18 +74,22 @@ def governor_config_for(persona: Persona, overrides: dict[str, Any] | None) -> G
     return GovernorConfig.from_dict({**persona.governor, **(overrides or {})})
 
 
-def prepare(request: Request) -> tuple[Persona, GovernorConfig, stages.Portrait]:
-    """Validate everything that can be validated before any work: raises InputError/NotFoundError."""
+def prepare(request: Request, *, heavy_here: bool = True) -> tuple[Persona, GovernorConfig, stages.Portrait]:
+    """Validate everything that can be validated before any work: raises InputError/NotFoundError.
+
+    heavy_here: False where heavy backends run elsewhere (a server handing jobs to gpu
+        workers): one asked for by name is then not checked against this machine."""
     persona = load_persona(request.persona)
     if (request.prompt is None) == (request.script is None):
         from .errors import InputError
 
         raise InputError("give either a prompt (what to explain) or a script (what to say), not both")
     config = governor_config_for(persona, request.governor)
-    stages.check_backends(request)
+    stages.check_backends(request, heavy_here=heavy_here)
     from .speech import resolve_voice
 
-    resolve_voice(persona, request.voice, request.speech_backend, request.reference_wav)
+    speech_backend = "auto" if request.speech_backend == "xtts" and not heavy_here else request.speech_backend
+    resolve_voice(persona, request.voice, speech_backend, request.reference_wav)
     if request.script is not None:
         script_from_text(request.script, persona)  # broken markup is reported before any work
     if request.reference_wav is not None:
@@ -124,12 +128,14 @@ def run(
     *,
     root: Path | None = None,
     job_id: str | None = None,
+    attempt: dict[str, Any] | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[StageEvent]:
     """Run every stage for a request, yielding an event as each finishes (and a
     ``script_draft`` event as the script grows, while a model writes it).
 
     job_id: the id for the new job folder (a queue hands it out early); None makes one.
+    attempt: who runs it (a worker's name, host, pid), kept in the manifest's attempts.
     cancel: set it to stop the job (a new Generate): the manifest then says "cancelled"."""
     started = time.perf_counter()
     persona, config, portrait = prepare(request)
@@ -138,64 +144,118 @@ def run(
 
         validate_prompt(request.prompt)
     job = Job.create(request.to_dict(), root, job_id)
+    if attempt is not None:
+        job.add_attempt(attempt)
     job.set_state("running", backends=stages.auto_choices(request, persona))
     if request.portrait is not None:
         stages.save_portrait(job, portrait)
+    yield from _generate(job, request, persona, config, portrait, started, (), cancel)
 
-    script_started = time.perf_counter()
-    if request.script is not None:
-        script, seconds = _timed("script", job, script_from_text, request.script, persona)
+
+def resume(job_id: str, *, root: Path | None = None, attempt: dict[str, Any] | None = None) -> Iterator[StageEvent]:
+    """Go on with a generation whose process died mid-run (a worker killed): the stages an
+    earlier attempt finished are read back from the job folder, not run again, and their events
+    yielded again with the recorded backend and seconds; the other stages run as in `run`.
+
+    attempt: who runs it now, added to the manifest's attempts with the last finished stage."""
+    from .resume import finished_stages
+
+    started = time.perf_counter()
+    job = Job.open(job_id, root)
+    request = Request(**job.read_json("request.json"))
+    persona = load_persona(request.persona)
+    config = governor_config_for(persona, request.governor)
+    if request.portrait is not None and not job.has("portrait.png"):  # died before saving it
+        portrait = stages.load_portrait_for(persona, request.portrait, request.framing)
+        stages.save_portrait(job, portrait)
     else:
-        drafts = stream_script(
-            request.prompt,
-            persona,
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
-            seed=request.seed,
-            backend=request.script_backend,
-            cancel=cancel,
-        )
-        while True:
-            draft, _ = _timed("script", job, next, drafts, None)
-            if draft is None or draft.script is not None:
-                break
-            yield StageEvent("script_draft", job.job_id, draft.backend, time.perf_counter() - script_started, draft)
-        script, seconds = draft.script, time.perf_counter() - script_started
-    stages.save_script(job, script)
-    job.record_stage("script", script.backend, seconds, **({"model": script.model} if script.model else {}))
-    job.add_notice(script.notice)
-    yield StageEvent("script", job.job_id, script.backend, seconds, script, script.notice)
-
-    yield from _from_speech(job, request, persona, config, portrait, script, started, cancel)
+        portrait = stages.load_job_portrait(job, persona, request)
+    finished = finished_stages(job)
+    if attempt is not None:
+        job.add_attempt({**attempt, "resumed_after": finished[-1] if finished else None})
+    job.set_state("running", error=None)
+    if "backends" not in job.manifest:
+        job.set_state("running", backends=stages.auto_choices(request, persona))
+    yield from _generate(job, request, persona, config, portrait, started, finished)
 
 
-def _from_speech(
+def _again(job: Job, stage: str) -> StageEvent:
+    """The event of a stage an earlier attempt finished, its result read back from the job folder."""
+    from .resume import recorded, restore_result
+
+    backend, seconds = recorded(job, stage)
+    result = restore_result(job, stage)
+    return StageEvent(stage, job.job_id, backend, seconds, result, getattr(result, "notice", ""))
+
+
+def _generate(
     job: Job,
     request: Request,
     persona: Persona,
     config: GovernorConfig,
     portrait: stages.Portrait,
-    script: Script,
     started: float,
+    finished: tuple[str, ...],
     cancel: threading.Event | None = None,
 ) -> Iterator[StageEvent]:
-    _check_cancelled(cancel, job, "speech")
-    speech, seconds = _timed("speech", job, stages.speak, script, persona, request)
-    stages.save_speech(job, speech)
-    job.record_stage("speech", speech.backend, seconds, voice=speech.voice, audio_s=round(speech.duration_s, 3))
-    job.add_notice(speech.notice)
-    yield StageEvent("speech", job.job_id, speech.backend, seconds, speech, speech.notice)
+    """Script, speech and motion (each read back instead when in `finished`), then `_render`."""
+    if "script" in finished:
+        event = _again(job, "script")
+    else:
+        script_started = time.perf_counter()
+        if request.script is not None:
+            script, seconds = _timed("script", job, script_from_text, request.script, persona)
+        else:
+            drafts = stream_script(
+                request.prompt,
+                persona,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                seed=request.seed,
+                backend=request.script_backend,
+                cancel=cancel,
+            )
+            while True:
+                draft, _ = _timed("script", job, next, drafts, None)
+                if draft is None or draft.script is not None:
+                    break
+                seconds = time.perf_counter() - script_started
+                yield StageEvent("script_draft", job.job_id, draft.backend, seconds, draft)
+            script, seconds = draft.script, time.perf_counter() - script_started
+        stages.save_script(job, script)
+        job.record_stage("script", script.backend, seconds, **({"model": script.model} if script.model else {}))
+        job.add_notice(script.notice)
+        event = StageEvent("script", job.job_id, script.backend, seconds, script, script.notice)
+    yield event
+    script: Script = event.result
 
-    _check_cancelled(cancel, job, "motion")
-    track, seconds = _timed("motion", job, stages.move, speech, persona, request, job, portrait)
-    job.write_array("motion_raw.npy", track.coeffs)
-    if track.reference.any():
-        job.set_state("running", motion_reference=[float(v) for v in track.reference])
-    job.record_stage("motion", track.backend, seconds, frames=track.num_frames)
-    yield StageEvent("motion", job.job_id, track.backend, seconds, track)
+    if "speech" in finished:
+        event = _again(job, "speech")
+    else:
+        _check_cancelled(cancel, job, "speech")
+        speech, seconds = _timed("speech", job, stages.speak, script, persona, request)
+        stages.save_speech(job, speech)
+        job.record_stage("speech", speech.backend, seconds, voice=speech.voice, audio_s=round(speech.duration_s, 3))
+        job.add_notice(speech.notice)
+        event = StageEvent("speech", job.job_id, speech.backend, seconds, speech, speech.notice)
+    yield event
+    speech: Speech = event.result
 
+    if "motion" in finished:
+        event = _again(job, "motion")
+    else:
+        _check_cancelled(cancel, job, "motion")
+        track, seconds = _timed("motion", job, stages.move, speech, persona, request, job, portrait)
+        job.write_array("motion_raw.npy", track.coeffs)
+        if track.reference.any():
+            job.set_state("running", motion_reference=[float(v) for v in track.reference])
+        job.record_stage("motion", track.backend, seconds, frames=track.num_frames)
+        event = StageEvent("motion", job.job_id, track.backend, seconds, track)
+    yield event
+
+    audio, sample_rate, timing = speech.audio, speech.sample_rate, speech.timing
     _check_cancelled(cancel, job, "video")
-    yield from _render(job, request, config, portrait, speech.audio, speech.sample_rate, speech.timing, track, started)
+    yield from _render(job, request, config, portrait, audio, sample_rate, timing, event.result, started, finished)
 
 
 def _render(
@@ -208,23 +268,34 @@ def _render(
     timing: IntentTimingMap,
     track: MotionTrack,
     started: float,
+    finished: tuple[str, ...] = (),
 ) -> Iterator[StageEvent]:
-    """Governor, render and encode; the done event carries the wall time since `started`."""
+    """Governor, render and encode (each read back instead when in `finished`); the done event
+    carries the wall time since `started`."""
     from .governor import govern
 
-    (governed, gains), seconds = _timed("governor", job, govern, track, timing, config)
-    job.write_array("motion_governed.npy", governed.coeffs)
-    job.write_json("gains.json", {"config": config.to_dict(), "gains": [round(float(g), 4) for g in gains]})
-    job.record_stage("governor", "numpy", seconds)
-    yield StageEvent("governor", job.job_id, "numpy", seconds, (governed, gains, config))
+    if "governor" in finished:
+        event = _again(job, "governor")
+    else:
+        (governed, gains), seconds = _timed("governor", job, govern, track, timing, config)
+        job.write_array("motion_governed.npy", governed.coeffs)
+        job.write_json("gains.json", {"config": config.to_dict(), "gains": [round(float(g), 4) for g in gains]})
+        job.record_stage("governor", "numpy", seconds)
+        event = StageEvent("governor", job.job_id, "numpy", seconds, (governed, gains, config))
+    yield event
+    governed = event.result[0]
 
-    (video, backend, reused, same_as), seconds = _timed(
-        "video", job, video_stage.render_video, job, portrait, governed, audio, sample_rate, timing, request
-    )
-    job.record_stage("video", backend, seconds, frames=governed.num_frames, reused_frames=reused)
+    if "video" in finished:
+        event = _again(job, "video")
+    else:
+        (video, backend, reused, same_as), seconds = _timed(
+            "video", job, video_stage.render_video, job, portrait, governed, audio, sample_rate, timing, request
+        )
+        job.record_stage("video", backend, seconds, frames=governed.num_frames, reused_frames=reused)
+        event = StageEvent("video", job.job_id, backend, seconds, video, _reuse_notice(reused, governed, same_as))
     total = time.perf_counter() - started
     job.set_state("done", finished=time.time(), processing_time=round(total, 3))
-    yield StageEvent("video", job.job_id, backend, seconds, video, _reuse_notice(reused, governed, same_as))
+    yield event
     yield StageEvent("done", job.job_id, "", total, job)
 
 
@@ -244,19 +315,34 @@ def _reuse_notice(reused: int, governed: MotionTrack, same_as: str = "") -> str:
     )
 
 
+def speak_script_request(job_id: str, script_text: str, *, root: Path | None = None) -> Request:
+    """The request of a job with its prompt replaced by an edited script."""
+    old = Job.open(job_id, root)
+    return Request(**{**old.read_json("request.json"), "prompt": None, "script": script_text})
+
+
 def speak_script(job_id: str, script_text: str, *, root: Path | None = None) -> Iterator[StageEvent]:
     """Re-run a job from speech with an edited script (a new job; the old one stays)."""
-    old = Job.open(job_id, root)
-    request = Request(**{**old.read_json("request.json"), "prompt": None, "script": script_text})
-    yield from run(request, root=root)
+    yield from run(speak_script_request(job_id, script_text, root=root), root=root)
 
 
-def rerender(job_id: str, governor: dict[str, Any] | None = None, *, root: Path | None = None) -> Iterator[StageEvent]:
+def rerender(
+    job_id: str,
+    governor: dict[str, Any] | None = None,
+    *,
+    root: Path | None = None,
+    attempt: dict[str, Any] | None = None,
+    locked: bool = False,
+) -> Iterator[StageEvent]:
     """New governor settings on a finished job: reuse its audio, timing map and raw
-    coefficients; run governor, render and encode only; replace its video."""
+    coefficients; run governor, render and encode only; replace its video.
+
+    attempt: who runs it (a worker), kept in the manifest's attempts.
+    locked: the caller holds the job's lock (a worker), so a manifest that still says running
+        is an earlier attempt's that died: the re-render runs again."""
     started = time.perf_counter()
     job = Job.open(job_id, root)
-    if job.manifest.get("state") == "running":
+    if job.manifest.get("state") == "running" and not locked:
         from .errors import InputError
 
         raise InputError(f"job {job_id} is still running: wait for it to finish, then re-render")
@@ -272,8 +358,10 @@ def rerender(job_id: str, governor: dict[str, Any] | None = None, *, root: Path 
     portrait = stages.load_job_portrait(job, persona, request)
     audio, sample_rate, timing, track = stages.load_for_rerender(job)
     job.write_json("request.json", request.to_dict())
+    if attempt is not None:
+        job.add_attempt({**attempt, "kind": "rerender"})
     job.set_state("running", rerenders=int(job.manifest.get("rerenders", 0)) + 1)
     yield from _render(job, request, config, portrait, audio, sample_rate, timing, track, started)
 
 
-__all__ = ["Request", "StageEvent", "prepare", "rerender", "run", "speak_script", "Speech"]
+__all__ = ["Request", "StageEvent", "prepare", "rerender", "resume", "run", "speak_script", "Speech"]

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api import router
 from .errors import PersonaVideoError
-from .job_queue import JobQueue, QueueFull, error_code
+from .job_queue import JobRunner, QueueFull, error_code, runner_from_env
 from .retention import RetentionPolicy, apply_retention
 from .settings import env_number
 
@@ -129,24 +129,34 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
+    from redis.exceptions import RedisError
+
+    @app.exception_handler(RedisError)
+    async def _broker_away(request: Request, exc: RedisError) -> JSONResponse:
+        # only the broker path talks to Redis; its client has retried for ~20 s before this
+        message = f"the job broker (PERSONA_VIDEO_BROKER) did not answer: {exc}; try again shortly"
+        return JSONResponse(error_body("broker_unavailable", message), status_code=503)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s", request.url.path)
         return JSONResponse(error_body("internal", f"{type(exc).__name__}: {exc}"), status_code=500)
 
 
-def create_server(blocks: Any = None, *, queue: JobQueue | None = None, max_body_bytes: int | None = None) -> FastAPI:
+def create_server(blocks: Any = None, *, queue: JobRunner | None = None, max_body_bytes: int | None = None) -> FastAPI:
     """The FastAPI app: API routes under /api, OpenAPI at /openapi.json, docs at /api/docs,
     and the Gradio Blocks mounted at "/" when given.
 
-    queue: the job queue (default: PERSONA_VIDEO_QUEUE_SIZE waiting jobs, retention after each job).
+    queue: the job runner (default: with PERSONA_VIDEO_BROKER set, the broker's queue, which
+        raises BrokerError naming the variable when it is wrong or unreachable; else an in-process
+        queue of PERSONA_VIDEO_QUEUE_SIZE waiting jobs, retention after each job).
     max_body_bytes: request size limit under /api (default PERSONA_VIDEO_MAX_UPLOAD_MB).
     """
     from .frame_cache import budget_bytes
 
     policy = RetentionPolicy.from_env()  # a bad setting stops the server at start, not later
     budget_bytes()  # the same for PERSONA_VIDEO_FRAME_CACHE_MB
-    queue = queue or JobQueue(after_each=lambda active: apply_retention(policy, active=active))
+    queue = queue or runner_from_env(after_each=lambda active: apply_retention(policy, active=active))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -262,6 +272,14 @@ def serve(host: str | None = None, port: int | None = None) -> None:
 
     host = host or os.environ.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT", "").strip() or os.environ.get("PORT", "").strip() or 7860)
+    from .broker import BrokerError
+    from .remote_queue import shared_broker_queue
+
+    try:
+        shared_broker_queue()  # a wrong or unreachable broker stops the server at once, naming the variable
+    except BrokerError as e:
+        logger.error("%s", e)
+        raise SystemExit(f"error: {e}") from e
     app = create_server(_build_blocks())
     from .weights.background import autofetch_script_model
     from .weights.first_start import fetch_on_start

@@ -44,8 +44,10 @@ _ANIMATORS_LOCK = threading.Lock()
 _MAX_CACHED = 6
 
 
-def check_backends(request: Request) -> None:
-    """Reject unknown backend names and heavy backends that cannot run, before any work."""
+def check_backends(request: Request, *, heavy_here: bool = True) -> None:
+    """Reject unknown backend names and heavy backends that cannot run, before any work.
+
+    heavy_here: False where heavy backends run on other machines (not checked here then)."""
     from .script import resolve_script_backend
     from .speech import resolve_voice  # noqa: F401  (validated in speak)
 
@@ -58,6 +60,8 @@ def check_backends(request: Request) -> None:
         raise InputError(f"unknown enhancer {request.enhancer!r}: choose one of {', '.join(ENHANCERS)}")
     if request.framing not in FRAMINGS:
         raise InputError(f"unknown framing {request.framing!r}: choose crop or full")
+    if not heavy_here:
+        return
     from .weights.registry import heavy_backend_status
 
     if request.motion_backend == "sadtalker":
@@ -162,7 +166,13 @@ def save_script(job: Job, script: Script) -> None:
     job.write_text("script.txt", script.markup + "\n")
     job.write_json(
         "script.json",
-        {"backend": script.backend, "notice": script.notice, "markup": script.markup, **script.intent.to_dict()},
+        {
+            "backend": script.backend,
+            "model": script.model,
+            "notice": script.notice,
+            "markup": script.markup,
+            **script.intent.to_dict(),
+        },
     )
 
 
@@ -187,11 +197,13 @@ def speak(script: Script, persona: Persona, request: Request) -> Speech:
 
 
 def save_speech(job: Job, speech: Speech) -> None:
+    from .resume import speech_record
     from .speech import write_wav
 
     write_wav(job.tmp_path("audio.wav"), speech.audio, speech.sample_rate)
     job.commit("audio.wav")
     job.write_json("timing.json", speech.timing.to_dict())
+    job.write_json("speech.json", speech_record(speech))  # phonemes: what motion needs to resume from here
 
 
 def sadtalker_status():

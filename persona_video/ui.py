@@ -18,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from . import ui_content, ui_events
+from .broker import broker_url_from_env
 from .governor import GOVERNOR_FIELDS
 from .jobs import outputs_dir
 from .personas import list_personas
@@ -236,8 +237,9 @@ def build_ui() -> gr.Blocks:
         ]
         outs = list(outputs.values())
         # one pipeline at a time on a 2-core machine: the three pipeline events share one
-        # concurrency group, so visitors queue (Gradio shows their place) instead of halving each other's speed
-        pipeline_group = {"concurrency_id": "pipeline", "concurrency_limit": 1}
+        # concurrency group, so visitors queue (Gradio shows their place) instead of halving each other's speed;
+        # with a broker the workers run the jobs and the broker's queue bound holds, so visitors do not wait here
+        pipeline_group = {"concurrency_id": "pipeline", "concurrency_limit": None if broker_url_from_env() else 1}
         # a new Generate first stops this session's running job (outside the queue, so it is not behind it)
         generate_button.click(ui_events.cancel_previous, None, None, queue=False, api_visibility="undocumented")
         generate_button.click(_streaming(ui_events.generate, names), form, outs, api_name="generate", **pipeline_group)

@@ -4,6 +4,10 @@ Each streaming event is a generator of *updates*: dicts from an output name
 (see :data:`OUTPUTS`) to its new value; names left out stay as they are. The
 app (``ui.py``) turns them into Gradio outputs.
 
+With PERSONA_VIDEO_BROKER set, the events queue their job on the broker and
+follow it as a worker runs it (``remote_queue.BrokerQueue.follow``); otherwise
+they run the pipeline here, one at a time.
+
 A :class:`PersonaVideoError` ends the event normally with the message in the
 status line (``**Error:** ...``) and a warning toast: raising ``gr.Error``
 would cover every output with an error badge, hiding the stages that did
@@ -127,7 +131,11 @@ def _stream(
     done: the status word at the end, followed by this run's own wall time.
     """
     from .job_queue import PIPELINE_SLOT
+    from .remote_queue import shared_broker_queue
 
+    if shared_broker_queue() is not None:  # the job runs on a worker: nothing to wait for here
+        yield from _stream_events(events, rows, done)
+        return
     if not PIPELINE_SLOT.acquire(blocking=False):
         yield {"status": _status("**Waiting** for a job sent through the API to finish…")}
         PIPELINE_SLOT.acquire()
@@ -148,6 +156,9 @@ def _stream_events(
     job_folder: Path | None = None
     try:
         for event in events:
+            if event.stage == "queued":  # waiting for a worker (broker)
+                yield {"status": _status(f"**Waiting** for a worker: {event.notice}…"), "job_id": event.job_id}
+                continue
             update: dict[str, Any] = {"job_id": event.job_id}
             if event.stage == "script_draft":
                 written = len(event.result.sentences)
@@ -207,6 +218,33 @@ def _stream_events(
         logger.exception("request failed unexpectedly")
         message = f"unexpected {type(e).__name__}: {e} (the server log has the details)"
         yield _failed(message, notices, rows)
+
+
+def _generation(request: pipeline.Request, cancel: threading.Event | None = None) -> Iterator[pipeline.StageEvent]:
+    """The events of a new job: queued on the broker and followed (PERSONA_VIDEO_BROKER set), or run here.
+    cancel stops a job run here (a worker's job runs to its end)."""
+    from .remote_queue import shared_broker_queue
+
+    queue = shared_broker_queue()
+    if queue is None:
+        yield from pipeline.run(request, cancel=cancel)
+        return
+    queue.check(request)
+    yield from queue.follow(queue.submit_generate(request))
+
+
+def _rerendering(job_id: str, overrides: dict[str, Any]) -> Iterator[pipeline.StageEvent]:
+    """The events of a re-render, run here or queued on the broker like `_generation`."""
+    from .remote_queue import shared_broker_queue
+
+    queue = shared_broker_queue()
+    if queue is None:
+        yield from pipeline.rerender(job_id, overrides)
+        return
+    job = Job.open(job_id)
+    if job.manifest.get("state") in ("queued", "running"):
+        raise InputError(f"job {job_id} is still {job.manifest['state']}: wait for it to finish, then re-render")
+    yield from queue.follow(queue.submit_rerender(job_id, overrides))
 
 
 def _folder_of(job_id: str) -> Path:
@@ -346,7 +384,7 @@ def generate(
             governor_overrides(*governor),
         )  # fmt: skip
         cancel = _register_run(request_session)
-        events = pipeline.run(pipeline_request, cancel=cancel)
+        events = _generation(pipeline_request, cancel)
     except PersonaVideoError as e:
         yield _failed(str(e))
         return
@@ -364,9 +402,9 @@ def speak_edited(job_id: str | None, script_text: str, persona_id: str) -> Itera
         if not isinstance(script_text, str) or not script_text.strip():
             raise InputError("the script box is empty: generate a script or type one, then press Speak")
         if job_id:
-            events = pipeline.speak_script(job_id, script_text)
+            events = _generation(pipeline.speak_script_request(job_id, script_text))
         else:
-            events = pipeline.run(build_request(persona_id, None, script=script_text))
+            events = _generation(build_request(persona_id, None, script=script_text))
     except PersonaVideoError as e:
         yield _failed(str(e))
         return
@@ -394,7 +432,7 @@ def rerender(
             for stage, info in job.manifest.get("stages", {}).items()
             if stage in ("script", "speech", "motion")
         }
-        events = pipeline.rerender(job_id, overrides)
+        events = _rerendering(job_id, overrides)
     except PersonaVideoError as e:
         yield _failed(str(e))
         return

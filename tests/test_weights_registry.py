@@ -48,12 +48,15 @@ def test_missing_weights_are_named_with_full_paths(tmp_path: Path, monkeypatch: 
 
 def test_doctor_lists_every_backend_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(checkpoints.CHECKPOINTS_ENV, str(tmp_path))
-    report = doctor_report(env={"GEMINI_API_KEY": "k"})
+    report = doctor_report(env={"GEMINI_API_KEY": "k", "OLLAMA_HOST": "127.0.0.1:9"})
     backends = [(r["stage"], r["backend"]) for r in report]
     assert ("script", "gemini") in backends and ("speech", "xtts") in backends and ("enhance", "gfpgan") in backends
     by_name = {r["backend"]: r for r in report}
     assert by_name["gemini"]["available"] and by_name["piper"]["available"] and by_name["hibari"]["available"]
     assert not by_name["openai"]["available"] and "PERSONA_VIDEO_LLM_BASE_URL" in by_name["openai"]["reason"]
+    assert not by_name["local"]["available"] and "fetch llm" in by_name["local"]["reason"]
+    assert not by_name["ollama"]["available"] and "ollama pull" in by_name["ollama"]["reason"]
+    assert by_name["offline"]["available"]
     assert not by_name["xtts"]["available"]
     text = format_doctor(report)
     assert len(text.splitlines()) == len(report) + 1

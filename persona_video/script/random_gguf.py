@@ -94,22 +94,41 @@ def _encode(text: str, table: dict[int, str]) -> str:
     return "".join(table[b] for b in text.encode("utf-8"))
 
 
-def byte_level_vocab(words: tuple[str, ...] = TINY_WORDS, size: int | None = None) -> tuple[list[str], list[str]]:
+def byte_level_vocab(
+    words: tuple[str, ...] = TINY_WORDS, size: int | None = None, *, merge_words: bool = False
+) -> tuple[list[str], list[str]]:
     """(tokens, merges): every byte, a few merged pairs, the words with and without a
-    leading space, then the special tokens; padded with unused tokens up to ``size``."""
+    leading space, then the special tokens; padded with unused tokens up to ``size``.
+
+    merge_words: also add the merge chain that builds each word from its bytes, so the
+    tokenizer reads those words as one token each (text costs as many tokens as with a
+    real vocabulary); without it, prompts are tokenized byte by byte.
+    """
     table = _bytes_to_unicode()
     tokens = [table[b] for b in range(256)]
-    merges = []
+    seen = set(tokens)
+    merges: list[str] = []
+
+    def add(token: str) -> None:
+        if token not in seen:
+            seen.add(token)
+            tokens.append(token)
+
     for left, right in (("Ġ", "t"), ("h", "e"), ("i", "n"), ("Ġ", "a")):
         merges.append(f"{left} {right}")
-        tokens.append(left + right)
-    seen = set(tokens)
+        add(left + right)
+    merged = set(merges)
     for word in words:
         for piece in (word, " " + word):
             token = _encode(piece, table)
-            if token not in seen:
-                seen.add(token)
-                tokens.append(token)
+            if merge_words:
+                for end in range(2, len(token) + 1):
+                    pair = f"{token[: end - 1]} {token[end - 1]}"
+                    if pair not in merged:
+                        merged.add(pair)
+                        merges.append(pair)
+                    add(token[:end])
+            add(token)
     if size is not None:
         tokens += [f"<|unused_{i}|>" for i in range(size - len(tokens) - len(SPECIAL_TOKENS))]
     tokens += list(SPECIAL_TOKENS)
@@ -140,6 +159,7 @@ def write_model(
     words: tuple[str, ...] = TINY_WORDS,
     chat_template: str = CHATML_TEMPLATE,
     name: str = "persona-video random test model",
+    merge_words: bool = False,
 ) -> Path:
     """Write a random-weight Qwen2 GGUF at ``path`` and return it.
 
@@ -149,7 +169,7 @@ def write_model(
     import gguf
 
     rng = np.random.default_rng(seed)
-    tokens, merges = byte_level_vocab(words, shape.vocab)
+    tokens, merges = byte_level_vocab(words, shape.vocab, merge_words=merge_words)
     vocab = len(tokens)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,32 @@ def _script_entries(env: Mapping[str, str]) -> list[dict]:
             if not value
         ]
         local = _entry("script", "openai", False, f"not configured: set {' and '.join(unset)}", "service")
-    offline = _entry("script", "offline", True, "embedded writer, always available (no network)", "embedded")
-    return [gemini, local, offline]
+    from persona_video.errors import BackendUnavailable
+    from persona_video.script.local import find_local_model
+    from persona_video.script.ollama import ollama_address, probe_ollama
+
+    ollama_settings = probe_ollama(env)
+    if ollama_settings is not None:
+        ollama = _entry(
+            "script", "ollama", True, f"Ollama at {ollama_address(env)}, model {ollama_settings.model}", "service"
+        )
+    else:
+        where = ollama_address(env) or "(OLLAMA_HOST is not a loopback address)"
+        fix = "ollama serve; ollama pull qwen2.5:1.5b"
+        ollama = _entry("script", "ollama", False, f"no Ollama with a chat model at {where}: {fix}", "service")
+    try:
+        path = find_local_model(env)
+        model = (
+            _entry("script", "local", True, f"llama.cpp in-process on {path}", "embedded")
+            if path is not None
+            else _entry("script", "local", False, "no script model: python -m persona_video fetch llm", "embedded")
+        )
+    except BackendUnavailable as e:
+        model = _entry("script", "local", False, str(e), "embedded")
+    offline = _entry(
+        "script", "offline", True, "template writer, always available (knows nothing of the topic)", "embedded"
+    )
+    return [gemini, local, ollama, model, offline]
 
 
 def doctor_report(env: Mapping[str, str] | None = None) -> list[dict]:
