@@ -94,3 +94,30 @@ def test_the_page_says_why_motion_is_the_embedded_animator_on_zerogpu(monkeypatc
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     assert "Motion is the **embedded animator** here, not SadTalker" in auto_defaults_note()
     assert "runs in its own Python environment" in auto_defaults_note()
+
+
+def test_what_the_gpu_stage_calls_take_and_give_pickles() -> None:
+    """ZeroGPU hands a wrapped call's arguments to its GPU worker process, and the result back, by pickle."""
+    import pickle
+
+    from persona_video import stages
+    from persona_video.motion import generate_motion
+    from persona_video.personas import load_persona
+    from persona_video.pipeline import Request
+    from persona_video.script import script_from_text
+    from persona_video.speech import synthesize_with_intent
+
+    persona = load_persona("mkbhd")
+    request = Request(persona="mkbhd", script="Tides rise and fall twice a day.")
+    script = script_from_text(request.script, persona)
+    # the speech call: its arguments, and a Speech as it returns one
+    speech = synthesize_with_intent(script.intent, persona)
+    for value in (synthesize_with_intent, script.intent, persona, request.reference_wav, speech):
+        pickle.loads(pickle.dumps(value))
+    # the GFPGAN video call: output path, portrait (with its animator), track, audio, request
+    from persona_video.video import encode_enhanced
+
+    portrait = stages.load_portrait_for(persona, None, "crop")
+    track = generate_motion(speech, persona.motion, seed=0)
+    args = (encode_enhanced, "video.mp4", portrait, track, speech.audio, speech.sample_rate, request)
+    assert pickle.loads(pickle.dumps(args))[2].animator.width == portrait.animator.width
