@@ -43,9 +43,9 @@ MAX_GPU_S = 300
 LEASE_SETUP_S = 8.0
 #: Speaking rate used to turn a script's words into seconds of speech (150 words a minute).
 WORDS_PER_SPEECH_S = 2.5
-#: XTTS v2 seconds of GPU per second of speech, with headroom (it runs at 0.1-0.3 on an A100).
+#: XTTS v2 seconds of GPU per second of speech: an estimate with headroom (no GPU was at hand to measure).
 XTTS_GPU_S_PER_SPEECH_S = 0.5
-#: GPU seconds per video frame with GFPGAN: restore, render and encode (about 20 ms measured elsewhere).
+#: GPU seconds per video frame with GFPGAN (restore, render, encode): an estimate with headroom, likewise.
 GFPGAN_GPU_S_PER_FRAME = 0.05
 
 SADTALKER_REASON = (
