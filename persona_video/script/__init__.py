@@ -125,7 +125,7 @@ def plan_writer(backend: str = "auto", env: Mapping[str, str] | None = None) -> 
             return WriterPlan("ollama", f"Ollama is running at {ollama.base_url[:-3]}", ollama.model, ollama)
         if backend == "ollama":
             raise BackendUnavailable(
-                "the ollama script backend found no Ollama with a chat model on this machine: start it "
+                "the ollama script backend needs a running Ollama with a chat model on this machine: start it "
                 "(ollama serve; ollama pull qwen2.5:1.5b), set OLLAMA_HOST, or choose 'offline'"
             )
     path = find_local_model(env)
@@ -133,7 +133,7 @@ def plan_writer(backend: str = "auto", env: Mapping[str, str] | None = None) -> 
         return WriterPlan("local", f"the local model {path.name} is present", path.name, path)
     if backend == "local":
         raise BackendUnavailable(
-            "the local script backend has no model: run 'python -m persona_video fetch llm' "
+            "the local script backend needs a model: run 'python -m persona_video fetch llm' "
             "(1.1 GB, once) or set PERSONA_VIDEO_LLM_GGUF to a GGUF file, or choose 'offline'"
         )
     return WriterPlan("offline", "no language model here (no key, no server, no Ollama, no local model)")
