@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from . import ui_content, ui_events
+from . import ui_content, ui_events, ui_session
 from .broker import broker_url_from_env
 from .governor import GOVERNOR_FIELDS
 from .jobs import outputs_dir
@@ -241,7 +241,7 @@ def build_ui() -> gr.Blocks:
         # with a broker the workers run the jobs and the broker's queue bound holds, so visitors do not wait here
         pipeline_group = {"concurrency_id": "pipeline", "concurrency_limit": None if broker_url_from_env() else 1}
         # a new Generate first stops this session's running job (outside the queue, so it is not behind it)
-        generate_button.click(ui_events.cancel_previous, None, None, queue=False, api_visibility="undocumented")
+        generate_button.click(ui_session.cancel_previous, None, None, queue=False, api_visibility="undocumented")
         generate_button.click(_streaming(ui_events.generate, names), form, outs, api_name="generate", **pipeline_group)
         speak_button.click(
             _streaming(ui_events.speak_edited, names),
@@ -261,8 +261,8 @@ def build_ui() -> gr.Blocks:
         another_button.click(_single(ui_events.reset, reset_names), None, [*outs, prompt], api_name="reset")
         # who writes scripts here; while the script model downloads, its progress every 2 s
         writer_outputs = [writer_status, writer_timer]
-        demo.load(ui_events.script_writer_status, None, writer_outputs, api_visibility="undocumented")
-        writer_timer.tick(ui_events.script_writer_status, None, writer_outputs, api_visibility="undocumented")
+        demo.load(ui_session.script_writer_status, None, writer_outputs, api_visibility="undocumented")
+        writer_timer.tick(ui_session.script_writer_status, None, writer_outputs, api_visibility="undocumented")
         # a deployment's first start: the heavy weights' download, every 2 s while it runs
         weights_outputs = [weights_status, weights_timer]
         demo.load(ui_content.heavy_weights_status, None, weights_outputs, api_visibility="undocumented")

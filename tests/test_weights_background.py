@@ -92,7 +92,7 @@ def test_the_page_shows_the_script_model_download_then_who_writes(
 ) -> None:
     """The line above the prompt: the download's progress while it runs (scripts are
     templates meanwhile), then the writer auto picks once the model is in place."""
-    from persona_video import ui_events
+    from persona_video import ui_session
     from persona_video.weights import background
 
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")  # no Ollama here
@@ -104,17 +104,17 @@ def test_the_page_shows_the_script_model_download_then_who_writes(
         job = start_background_fetch(entries=[entry], read_timeout_s=3.0, retries=0)
         monkeypatch.setattr(background, "_SCRIPT_MODEL_FETCH", job)
         _wait_for(lambda: job.fraction >= 0.4)
-        text, timer = ui_events.script_writer_status()
+        text, timer = ui_session.script_writer_status()
         assert "%" in text and "templates" in text and timer.active
         assert job.wait(10) and job.state == "failed"
-        text, timer = ui_events.script_writer_status()
+        text, timer = ui_session.script_writer_status()
         assert "could not be downloaded" in text and "fetch llm" in text and not timer.active
         served.stall_after = None
         job = start_background_fetch(entries=[entry])
         monkeypatch.setattr(background, "_SCRIPT_MODEL_FETCH", job)
         assert job.wait(10) and job.state == "done"
     monkeypatch.setenv("PERSONA_VIDEO_LLM_GGUF", str(job.results[0].path))
-    text, timer = ui_events.script_writer_status()
+    text, timer = ui_session.script_writer_status()
     assert "**local**" in text and "tiny.gguf" in text and not timer.active
 
 
