@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Request, UploadFile
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from . import pipeline
 from .api_models import (
@@ -103,6 +103,7 @@ def _accepted(http: Request, queue: JobRunner, task: Task) -> JobAccepted:
         position=queue.position(task),
         status_url=str(http.url_for("job_status", job_id=task.job_id)),
         events_url=str(http.url_for("job_events", job_id=task.job_id)),
+        stream_url=str(http.url_for("job_stream", job_id=task.job_id)),
     )
 
 
@@ -299,6 +300,44 @@ def job_file(job_id: str, name: str) -> FileResponse:
         filename=name,
         content_disposition_type="inline",
     )
+
+
+@router.get(
+    "/jobs/{job_id}/stream.m3u8",
+    summary="The job's video as an HLS playlist that grows while it is made (EVENT type; ends with the job)",
+    response_class=Response,
+    responses={200: {"content": {"application/vnd.apple.mpegurl": {}}}},
+)
+def job_stream(job_id: str) -> Response:
+    from .hls import PLAYLIST, STREAM_DIR
+
+    job = Job.open(job_id)
+    try:
+        text = job.path(STREAM_DIR).joinpath(PLAYLIST).read_text(encoding="utf-8")
+    except OSError:
+        raise NotFoundError(
+            f"job {job_id} has no stream yet: its first segment is not finished (or it runs on a heavy backend, "
+            f"which does not stream); check GET /api/jobs/{job_id}, or wait for the video"
+        ) from None
+    # the segments are served beside the playlist's URL, under stream/
+    lines = [f"{STREAM_DIR}/{line}" if line and not line.startswith("#") else line for line in text.splitlines()]
+    return Response("\n".join(lines) + "\n", media_type="application/vnd.apple.mpegurl", headers=NO_CACHE)
+
+
+@router.get("/jobs/{job_id}/stream/{name}", summary="One segment of a job's stream (MPEG-TS, H.264 + AAC)")
+def job_stream_segment(job_id: str, name: str) -> FileResponse:
+    from .hls import STREAM_DIR, is_segment_name
+
+    if not is_segment_name(name):
+        raise NotFoundError(f"no segment {name[:60]!r}: segments are named seg_00000.ts, seg_00001.ts, ...")
+    path = Job.open(job_id).path(STREAM_DIR) / name
+    if not path.is_file():
+        raise NotFoundError(f"job {job_id} has no segment {name} (yet): read its playlist, stream.m3u8")
+    return FileResponse(path, media_type="video/mp2t")
+
+
+#: Playlists and events change while a job runs: never served from a cache.
+NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 @router.post("/uploads/portrait", response_model=UploadInfo, status_code=201, summary="Upload a portrait photo")

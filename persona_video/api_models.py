@@ -107,6 +107,10 @@ class JobAccepted(BaseModel):
     position: int = Field(description="place in the queue, 1 = next; 0 when running")
     status_url: str
     events_url: str
+    stream_url: str = Field(
+        description="the video as a growing HLS playlist while it is made (hls.js, Safari); 404 until its first "
+        "segment is finished, and for jobs on heavy backends, which do not stream"
+    )
 
 
 class StageInfo(BaseModel):

@@ -84,6 +84,13 @@ def summarize(event: Any) -> dict[str, Any]:
         out["audio_s"] = round(result.duration_s, 3)
     elif event.stage == "motion":
         out["frames"] = result.num_frames
+    elif event.stage == "chunk":  # one more HLS segment of the video, playable now
+        out["index"] = result.index
+        out["start_s"] = round(result.start_s, 3)
+        out["end_s"] = round(result.end_s, 3)
+        out["url"] = f"/api/jobs/{event.job_id}/stream/{result.name}"
+        out["playlist"] = f"/api/jobs/{event.job_id}/stream.m3u8"
+        out["sentence"], out["sentences"] = result.sentence, result.sentences
     elif event.stage == "done":
         out["processing_time"] = round(float(event.seconds), 3)
     return out

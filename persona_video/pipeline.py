@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import stages
+from . import stages, streaming
 from . import video as video_stage
 from .errors import Cancelled, PersonaVideoError, StageError
 from .governor import FULL_3DMM_MIN_DIMS, GovernorConfig
@@ -116,6 +116,24 @@ def _timed(stage: str, job: Job, fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def _stream_events(stage: str, job: Job, segments, started: float):
+    """A ``chunk`` event for each HLS segment a stage's generator yields; returns what it returns.
+    A failure is recorded in the manifest as in `_timed`."""
+    try:
+        while True:
+            try:
+                segment = next(segments)
+            except StopIteration as done:
+                return done.value
+            yield StageEvent("chunk", job.job_id, "embedded", time.perf_counter() - started, segment)
+    except PersonaVideoError as e:
+        job.fail(stage, str(e))
+        raise
+    except Exception as e:
+        job.fail(stage, f"{type(e).__name__}: {e}")
+        raise StageError(stage, f"{type(e).__name__}: {e}") from e
+
+
 def _check_cancelled(cancel: threading.Event | None, job: Job, stage: str) -> None:
     """Cancelled (and the manifest says so) when the job was cancelled before ``stage``."""
     if cancel is not None and cancel.is_set():
@@ -198,34 +216,19 @@ def _generate(
     finished: tuple[str, ...],
     cancel: threading.Event | None = None,
 ) -> Iterator[StageEvent]:
-    """Script, speech and motion (each read back instead when in `finished`), then `_render`."""
+    """Script, speech and motion (each read back instead when in `finished`), then `_render`;
+    a new job whose stages all run embedded goes sentence by sentence instead (``streaming``)."""
+    if not finished and streaming.can_stream(request, persona):
+        script_events = _script_stage(job, request, persona, cancel)
+        yield from streaming.run_streamed(job, request, persona, config, portrait, started, script_events, cancel)
+        return
     if "script" in finished:
         event = _again(job, "script")
     else:
-        script_started = time.perf_counter()
-        if request.script is not None:
-            script, seconds = _timed("script", job, script_from_text, request.script, persona)
-        else:
-            drafts = stream_script(
-                request.prompt,
-                persona,
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-                seed=request.seed,
-                backend=request.script_backend,
-                cancel=cancel,
-            )
-            while True:
-                draft, _ = _timed("script", job, next, drafts, None)
-                if draft is None or draft.script is not None:
-                    break
-                seconds = time.perf_counter() - script_started
-                yield StageEvent("script_draft", job.job_id, draft.backend, seconds, draft)
-            script, seconds = draft.script, time.perf_counter() - script_started
-        stages.save_script(job, script)
-        job.record_stage("script", script.backend, seconds, **({"model": script.model} if script.model else {}))
-        job.add_notice(script.notice)
-        event = StageEvent("script", job.job_id, script.backend, seconds, script, script.notice)
+        for event in _script_stage(job, request, persona, cancel):
+            if event.stage == "script":
+                break
+            yield event
     yield event
     script: Script = event.result
 
@@ -258,6 +261,35 @@ def _generate(
     yield from _render(job, request, config, portrait, audio, sample_rate, timing, event.result, started, finished)
 
 
+def _script_stage(job: Job, request: Request, persona: Persona, cancel: threading.Event | None) -> Iterator[StageEvent]:
+    """The script stage: a ``script_draft`` event as a model's script grows, then the ``script``
+    event with the finished Script, saved in the job folder."""
+    script_started = time.perf_counter()
+    if request.script is not None:
+        script, seconds = _timed("script", job, script_from_text, request.script, persona)
+    else:
+        drafts = stream_script(
+            request.prompt,
+            persona,
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+            seed=request.seed,
+            backend=request.script_backend,
+            cancel=cancel,
+        )
+        while True:
+            draft, _ = _timed("script", job, next, drafts, None)
+            if draft is None or draft.script is not None:
+                break
+            seconds = time.perf_counter() - script_started
+            yield StageEvent("script_draft", job.job_id, draft.backend, seconds, draft)
+        script, seconds = draft.script, time.perf_counter() - script_started
+    stages.save_script(job, script)
+    job.record_stage("script", script.backend, seconds, **({"model": script.model} if script.model else {}))
+    job.add_notice(script.notice)
+    yield StageEvent("script", job.job_id, script.backend, seconds, script, script.notice)
+
+
 def _render(
     job: Job,
     request: Request,
@@ -288,9 +320,10 @@ def _render(
     if "video" in finished:
         event = _again(job, "video")
     else:
-        (video, backend, reused, same_as), seconds = _timed(
-            "video", job, video_stage.render_video, job, portrait, governed, audio, sample_rate, timing, request
-        )
+        clock = time.perf_counter()
+        rendered = video_stage.render_video(job, portrait, governed, audio, sample_rate, timing, request)
+        video, backend, reused, same_as = yield from _stream_events("video", job, rendered, started)
+        seconds = time.perf_counter() - clock
         job.record_stage("video", backend, seconds, frames=governed.num_frames, reused_frames=reused)
         event = StageEvent("video", job.job_id, backend, seconds, video, _reuse_notice(reused, governed, same_as))
     total = time.perf_counter() - started

@@ -293,6 +293,8 @@ def _rebuilt(data: dict[str, Any]) -> StageEvent:
     from .pipeline import StageEvent
     from .resume import restore_result
 
+    if data["stage"] in ("script_draft", "chunk"):  # under way: the event itself says what there is
+        return StageEvent(data["stage"], data["job_id"], data["backend"], data["seconds"], _under_way(data))
     deadline = time.monotonic() + FILES_GRACE_S
     while True:
         try:
@@ -304,6 +306,23 @@ def _rebuilt(data: dict[str, Any]) -> StageEvent:
                 raise
             time.sleep(0.1)
     return StageEvent(data["stage"], data["job_id"], data["backend"], data["seconds"], result, data.get("notice", ""))
+
+
+def _under_way(data: dict[str, Any]) -> Any:
+    """The result of a script_draft or chunk event from its summary (``job_queue.summarize``): the
+    script so far with its count of final sentences, or the finished segment in the shared folder."""
+    from .hls import STREAM_DIR, StreamSegment
+    from .jobs import Job
+    from .types import ScriptDraft, ScriptIntent
+
+    if data["stage"] == "script_draft":
+        # the sentences' text is in the markup so far; the page shows how many are final
+        return ScriptDraft(data["script"], tuple(ScriptIntent(()) for _ in range(data["sentences"])), data["backend"])
+    folder = Job.open(data["job_id"]).path(STREAM_DIR)
+    name = data["url"].rsplit("/", 1)[-1]
+    return StreamSegment(
+        data["index"], data["start_s"], data["end_s"], folder / name, data.get("sentence", 0), data.get("sentences", 0)
+    )
 
 
 _SHARED: dict[str, BrokerQueue] = {}

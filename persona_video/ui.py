@@ -26,6 +26,7 @@ from .script import SCRIPT_BACKENDS
 from .speech import SPEECH_BACKENDS
 from .speech.voices import EMBEDDED_VOICES
 from .stages import ENHANCERS, FRAMINGS, MOTION_BACKENDS
+from .ui_player import HANDOVER_JS, LivePlayer
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +187,15 @@ def build_ui() -> gr.Blocks:
                 )
                 with gr.Row(equal_height=False):
                     with gr.Column():
+                        # the job's stream while it is made; the finished MP4 below takes over at the end
+                        live = LivePlayer(
+                            label="Video (playing while it is made)",
+                            autoplay=True,
+                            interactive=False,
+                            height=360,
+                            visible=False,
+                            elem_id="live",
+                        )
                         video = gr.Video(
                             label="Video", buttons=["download"], interactive=False, height=360, elem_id="video"
                         )
@@ -215,6 +225,7 @@ def build_ui() -> gr.Blocks:
             "auto": auto,
             "job_id": job_id,
             "another": another_button,
+            "live": live,
         }
         names = tuple(outputs)
         governor_inputs = [enabled, *sliders]
@@ -257,6 +268,7 @@ def build_ui() -> gr.Blocks:
             api_name="rerender",
             **pipeline_group,
         )
+        video.change(None, None, None, js=HANDOVER_JS, api_visibility="undocumented")
         reset_names = (*names, "prompt")
         another_button.click(_single(ui_events.reset, reset_names), None, [*outs, prompt], api_name="reset")
         # who writes scripts here; while the script model downloads, its progress every 2 s

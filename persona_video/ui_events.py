@@ -36,7 +36,7 @@ from .ui_plot import intent_figure
 logger = logging.getLogger(__name__)
 
 #: Every output an event may update, in the order ui.py wires them.
-OUTPUTS = ("status", "script", "audio", "plot", "video", "files", "stages", "auto", "job_id", "another")
+OUTPUTS = ("status", "script", "audio", "plot", "video", "files", "stages", "auto", "job_id", "another", "live")
 #: Governor controls in the order the sliders are wired: the checkbox, then GOVERNOR_FIELDS.
 GOVERNOR_INPUTS = ("enabled", *GOVERNOR_FIELDS)
 #: Stages in pipeline order, with what the status line says while each runs.
@@ -153,6 +153,7 @@ def _stream_events(
     picked: dict[str, str] = {}
     timing: IntentTimingMap | None = None
     job_folder: Path | None = None
+    live = False  # the live player shows the stream (the finished video takes over at the end)
     try:
         for event in events:
             if event.stage == "queued":  # waiting for a worker (broker)
@@ -163,6 +164,15 @@ def _stream_events(
                 written = len(event.result.sentences)
                 text = f"**Writing the script** with the {event.backend} model… {written} sentences so far"
                 yield {"job_id": event.job_id, "script": event.result.text, "status": _status(text, notices)}
+                continue
+            if event.stage == "chunk":
+                if not live:
+                    live = True
+                    yield {"live": gr.update(visible=True), "video": gr.update(visible=False)}
+                segment = event.result
+                drawing = f" sentence {segment.sentence} of {segment.sentences}" if segment.sentence else ""
+                text = f"**Playing** while drawing{drawing}…"
+                yield {"job_id": event.job_id, "live": str(segment.path), "status": _status(text, notices)}
                 continue
             if event.notice and event.notice not in notices:
                 notices.append(event.notice)
@@ -191,13 +201,16 @@ def _stream_events(
                 update["plot"] = intent_figure(timing, gains)
             elif event.stage == "video":
                 job_folder = Path(event.result).parent
-                update["video"] = str(event.result)
+                # the finished MP4, with its download and captions, takes over from the live player
+                update["video"] = gr.update(value=str(event.result), visible=True) if live else str(event.result)
                 update["files"] = _job_files(job_folder)
             if event.stage == "done":
                 total_s = sum(seconds for _backend, seconds in rows.values())
                 update["stages"] = stage_table(rows, total_s)
                 update["status"] = _status(f"**{done}** in {ran_s:.2f} s (job `{event.job_id}`)", notices)
                 update["another"] = gr.update(visible=True)
+                if live:
+                    update["live"] = gr.update(visible=False)
                 update = {**shown, **update}
             else:
                 update["stages"] = stage_table(rows)
@@ -302,7 +315,8 @@ def _start(first: str) -> dict[str, Any]:
         "status": _status(f"**{RUNNING[first]}…**"),
         "audio": None,
         "plot": None,
-        "video": None,
+        "video": gr.update(value=None, visible=True),
+        "live": gr.update(visible=False),
         "files": None,
         "stages": "",
         "another": gr.update(visible=False),
@@ -410,7 +424,8 @@ def reset() -> dict[str, Any]:
         "script": "",
         "audio": None,
         "plot": None,
-        "video": None,
+        "video": gr.update(value=None, visible=True),
+        "live": gr.update(visible=False),
         "files": None,
         "stages": "",
         "job_id": None,

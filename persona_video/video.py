@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from .stages import Portrait
 from .types import IntentTimingMap, MotionTrack
 
 if TYPE_CHECKING:
+    from .hls import StreamSegment
     from .pipeline import Request
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ def render_video(
     sample_rate: int,
     timing: IntentTimingMap,
     request: Request,
-) -> tuple[Path, str, int, str]:
-    """Render the governed track and encode the MP4 and captions.
+) -> Generator[StreamSegment, None, tuple[Path, str, int, str]]:
+    """Render the governed track and encode the MP4 and captions; a generator of the HLS segments
+    (``hls``) of the embedded renderer as each is finished, so a re-render plays while it is drawn.
 
     Returns (path, backend, frames reused, "" or where the whole video came from: "last", it is
     already on disk, or "earlier", a kept video of an earlier render). Frames stream into ffmpeg
@@ -64,7 +66,7 @@ def render_video(
             frames = sadtalker_frames(job.folder, job.path("audio.wav"), track, request.still, request.framing)
             _encode(out, _to_yuv(frames), track, audio, sample_rate, request)
             backend = "sadtalker"
-        elif _use_gfpgan(request):
+        elif uses_gfpgan(request):
             from .zerogpu import on_gpu, video_gpu_s
 
             # GFPGAN is a torch model in this process: on ZeroGPU the whole render runs with a lease
@@ -72,14 +74,14 @@ def render_video(
             backend = "embedded+gfpgan"
         else:
             backend = "embedded"
-            reused, same_as = _render_cached(job, portrait, track, audio, sample_rate, request)
+            reused, same_as = yield from _render_cached(job, portrait, track, audio, sample_rate, request)
     write_webvtt(timing.spans, job.path("captions.vtt"))
     return out, backend, reused, same_as
 
 
 def _render_cached(
     job: Job, portrait: Portrait, track: MotionTrack, audio: np.ndarray, sample_rate: int, request: Request
-) -> tuple[int, str]:
+) -> Generator[StreamSegment, None, tuple[int, str]]:
     """The embedded renderer through the frame cache. Returns (frames reused, "" or where the
     whole video came from: "last" when the video on disk is already the one these coefficients
     made, "earlier" when a kept video of an earlier render was written back)."""
@@ -105,11 +107,43 @@ def _render_cached(
     reused = int(same.sum())
     # with most frames taken as they are, the renderer leaves the cores to x264
     threads = (os.cpu_count() or 1) if 2 * reused >= len(coeffs) else 1
-    _encode(out, _render_ahead(animator, coeffs, store, same), track, audio, sample_rate, request, threads)
+    frames = render_ahead(animator, coeffs, store, same)
+    yield from _stream(job, frames, animator, track, audio, sample_rate, request, threads)
     if store is not None:
         FRAMES.put(CachedRender(key, coeffs.copy(), store))
     FRAMES.keep_video(key, coeffs, out.read_bytes(), file_stamp(out))
     return reused, ""
+
+
+def _stream(
+    job: Job,
+    frames: Iterator[np.ndarray],
+    animator: Any,
+    track: MotionTrack,
+    audio: np.ndarray,
+    sample_rate: int,
+    request: Request,
+    threads: int,
+) -> Iterator[StreamSegment]:
+    """Frames and speech into the job's HLS stream, its segments yielded as each is finished, then
+    the stream's packets copied into the job's MP4."""
+    from .hls import STREAM_DIR, HlsEncoder
+
+    metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
+    size = (animator.width, animator.height)
+    encoder = HlsEncoder(job.path(STREAM_DIR), *size, track.fps, sample_rate, metadata, threads)
+    with encoder:
+        encoder.write_audio(audio)
+        for index, frame in enumerate(frames):
+            encoder.write_yuv(frame)
+            if index % SEGMENT_CHECK_FRAMES == 0:
+                yield from encoder.new_segments()
+        yield from encoder.close()
+    encoder.finish(job.path("video.mp4"))
+
+
+#: Frames between looks at the stream's playlist for finished segments.
+SEGMENT_CHECK_FRAMES = 5
 
 
 def _encode(
@@ -181,7 +215,7 @@ RENDER_THREADS = 2  # frames rendered at once (OpenCV and numpy release the GIL)
 RENDER_AHEAD = 8  # frames in flight at most, so memory stays bounded
 
 
-def _render_ahead(
+def render_ahead(
     animator: Any, coeffs: np.ndarray, store: np.ndarray | None = None, same: np.ndarray | None = None
 ) -> Iterator[np.ndarray]:
     """YUV 4:2:0 frames in order, drawn by a small thread pool a few frames ahead of the encoder.
@@ -211,7 +245,7 @@ def _render_ahead(
             yield drawn.result() if drawn is not None else store[index]
 
 
-def _use_gfpgan(request: Request) -> bool:
+def uses_gfpgan(request: Request) -> bool:
     """True when GFPGAN restores the frames: asked for (BackendUnavailable when it cannot run
     here), or auto and available."""
     if request.enhancer == "none":
