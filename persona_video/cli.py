@@ -213,6 +213,12 @@ def _drive(events, output: Path | None) -> int:
         if event.stage == "script_draft":
             shown = _print_draft(event, shown)
             continue
+        if event.stage == "chunk":  # the first segment: the stream can be watched from here on
+            if event.result.index == 0:
+                playlist = event.result.path.parent / "stream.m3u8"
+                line = f"streaming {event.seconds:6.2f} s  first segment; play it as it grows: {playlist}"
+                print(line, file=sys.stderr)
+            continue
         _print_event(event)
         if event.stage == "done":
             folder = event.result.folder
