@@ -269,6 +269,7 @@ def build_ui() -> gr.Blocks:
             **pipeline_group,
         )
         video.change(None, None, None, js=HANDOVER_JS, api_visibility="undocumented")
+        demo.unload(ui_session.cancel_on_close)
         reset_names = (*names, "prompt")
         another_button.click(_single(ui_events.reset, reset_names), None, [*outs, prompt], api_name="reset")
         # who writes scripts here; while the script model downloads, its progress every 2 s

@@ -51,6 +51,17 @@ def cancel_previous(request: gr.Request | None = None) -> None:
         cancel.set()
 
 
+def cancel_on_close(request: gr.Request | None = None) -> None:
+    """The page was closed (or reloaded): its running job stops before its next chunk; what it
+    finished stays in its job folder, and its manifest says "cancelled"."""
+    session = session_of(request)
+    with _RUNS_LOCK:
+        _started_s, cancel = _RUNS.get(session, (0.0, None))
+    if cancel is not None:
+        logger.info("the page of session %s closed: its running job is cancelled", session[:8])
+        cancel.set()
+
+
 def script_writer_status() -> tuple[str, Any]:
     """The line above the prompt that says who writes scripts here, and the timer's state:
     while the script model downloads it shows the progress (the timer keeps polling), then
