@@ -32,6 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",  # the live player starts with its sound on, as after a click
 ]
 VIDEO_READY = """(old) => {
     const video = document.querySelector('#video video');
@@ -161,7 +162,7 @@ def test_gradio_client_drives_the_same_events(app_url: str) -> None:
     client = Client(app_url, verbose=False)
     card, temperature, max_tokens, enabled, *gains = client.predict("mkbhd", api_name="/persona_defaults")
     assert "MKBHD style" in card and gains[-1] == pytest.approx(0.24)
-    status, script, audio, _plot, video, files, stages, _auto = client.predict(
+    status, script, audio, _plot, video, files, stages, _auto, *_live = client.predict(
         "mkbhd", "Explain the M4 Mac Mini", None, None, temperature, max_tokens, 0, "auto",
         "auto", "auto", "auto", "auto", "crop", False, enabled, *gains,
         api_name="/generate",
@@ -209,3 +210,82 @@ def test_the_local_model_streams_the_script_into_the_page(tmp_path_factory, tiny
         assert final and page.locator("#stages").get_by_text(f"local ({tiny_gguf.name})").count() == 1
         page.screenshot(path=str(ARTIFACTS / "05-local-model.png"), full_page=True)
         page.close()
+
+
+#: Every 50 ms: the live player's time and whether it plays, the finished player's, and the status.
+RECORD_PLAYBACK = """() => {
+    window.__playback = [];
+    window.__recorder = setInterval(() => {
+        const live = document.querySelector('#live video');
+        const done = document.querySelector('#video video');
+        window.__playback.push({
+            t: performance.now(),
+            live: live ? live.currentTime : null,
+            livePlaying: !!live && !live.paused,
+            done: done && done.currentSrc ? done.currentTime : null,
+            donePlaying: !!done && !done.paused,
+            status: document.querySelector('#status').innerText,
+        });
+    }, 50);
+}"""
+
+
+def test_the_video_plays_while_it_is_made(app_url: str, browser, tmp_path: Path) -> None:
+    """Generate: the presenter speaks in the live player while the job still runs; the finished
+    MP4 takes over where the live one got to, and its sound and head motion are seamless at the
+    segment joins (measured on the file the page serves)."""
+    import subprocess
+
+    import imageio_ffmpeg
+    import numpy as np
+
+    from persona_video.bench import BENCH_SCRIPT
+    from persona_video.probe import ffmpeg_exe
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(app_url)
+    page.locator("#generate").wait_for(timeout=30_000)
+    page.locator("#script textarea").fill(" ".join([BENCH_SCRIPT] * 2))  # about 50 s of speech
+    page.evaluate(RECORD_PLAYBACK)
+    page.locator("#speak").click()
+    page.locator("#status").get_by_text("Done").wait_for(timeout=180_000)
+    page.wait_for_timeout(1500)  # the finished video takes over
+    records = page.evaluate("() => window.__playback")
+    playing = [r for r in records if r["livePlaying"] and r["live"] and r["live"] > 0.2]
+    assert playing, "the live player never played"
+    assert "Done" not in playing[0]["status"], "the first chunk only played after the job had ended"
+    assert any("Playing" in r["status"] for r in records)
+    handed = [r for r in records if r["donePlaying"] and r["done"]]
+    assert handed, "the finished video did not take over"
+    # it went on from where the live player was, not from the start
+    last_live = max(r["live"] for r in records if r["live"] is not None)
+    assert handed[0]["done"] >= min(last_live, 1.0) - 0.5
+    page.screenshot(path=str(ARTIFACTS / "06-streamed.png"), full_page=True)
+
+    video_src = page.evaluate("() => document.querySelector('#video video').currentSrc")
+    audio_src = page.evaluate("() => document.querySelector('#audio audio')?.currentSrc || ''")
+    assert audio_src, "the speech player has no audio"
+    video, wav = tmp_path / "video.mp4", tmp_path / "audio.wav"
+    video.write_bytes(page.request.get(video_src).body())
+    wav.write_bytes(page.request.get(audio_src).body())
+    page.close()
+
+    from persona_video.speech import read_wav
+
+    spoken, rate = read_wav(wav)
+    command = [ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "s16le", "-ac", "1", "-ar", str(rate), "pipe:1"]
+    heard = np.frombuffer(subprocess.run(command, capture_output=True, check=True).stdout, "<i2") / 32767.0
+    loud = np.sqrt(np.mean(spoken**2))
+    # sound: at every segment join (one a second) the file's audio is the speech, sample for sample
+    # within AAC's error: a gap or a click would be of the speech's own size
+    for join_s in range(1, int(len(spoken) / rate)):
+        window = slice(join_s * rate - rate // 50, join_s * rate + rate // 50)
+        difference = np.sqrt(np.mean((heard[window] - spoken[window]) ** 2))
+        assert difference < 0.1 * loud + 2e-3, (join_s, difference, loud)
+    # picture: the change across a join is like the changes around it (no jump in the head path)
+    frames = list(imageio_ffmpeg.read_frames(str(video)))[1:]
+    pictures = np.stack([np.frombuffer(f, np.uint8) for f in frames]).astype(np.int16)
+    steps = np.abs(np.diff(pictures, axis=0)).mean(axis=1)
+    for join in np.arange(25, len(pictures), 25) - 1:
+        around = np.concatenate([steps[max(join - 5, 0) : join], steps[join + 1 : join + 6]])
+        assert steps[join] <= 2.0 * np.median(around) + 0.5, (join, steps[join], around)
