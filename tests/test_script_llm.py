@@ -1,27 +1,49 @@
-"""The LLM script writers against loopback HTTP servers that speak the real REST shapes.
+"""The LLM script writers against loopback HTTP servers that speak the real wire formats.
 
 Gemini is called through the real ``google-genai`` client (base_url pointed at
-127.0.0.1), the OpenAI-compatible writer through httpx, exactly as in use; the
-servers record every request so the tests check what was sent as well as
-what came back.
+127.0.0.1), the OpenAI-compatible writer through httpx, exactly as in use. The
+servers stream as the services do: server-sent events over a chunked
+response, one event per chunk (Gemini's ``streamGenerateContent?alt=sse``, the
+OpenAI ``stream: true`` chunks ending in ``data: [DONE]``), with small gaps. A
+``Hold`` in a reply stops the server until the test releases it, which shows a
+sentence reaching the caller while the rest of the answer is not yet sent. The
+servers record every request, so the tests check what was sent as well.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from persona_video.errors import InputError, ServiceError
+from persona_video.errors import Cancelled, InputError, ServiceError
 from persona_video.personas import load_persona
+from persona_video.script import split_sentences, stream_script
 from persona_video.script.gemini import GeminiSettings, write_with_gemini
-from persona_video.script.llm_common import segments_from_json, target_words
+from persona_video.script.llm_common import answer_pieces, segments_from_json, target_words
+from persona_video.script.markup import to_markup
 from persona_video.script.openai_compat import OpenAISettings, write_with_openai_compatible
-from persona_video.types import Segment
+from persona_video.types import ScriptIntent, Segment
+
+PROMPT = "Explain the M4 Mac Mini"
+# What the model writes: a preamble (dropped), a sentence with one emphasis too many for
+# mkbhd (cut to two), a pause after it, and two more sentences.
+MARKUP = (
+    "Sure, here is a script for your video. So, the new *M4 Mac Mini* is *small*, *quiet* and *fast*. [pause] "
+    "It costs *six hundred* dollars. And it fits in one hand."
+)
+# Where the server holds in the streaming tests: the second sentence (the first one kept) is
+# final once the third has begun; the rest is not sent before the test has that sentence.
+HELD_AT = MARKUP.index("It costs") + len("It c")
+CHUNK_CHARS = 7
+#: Seconds between two chunks the servers send (the services trickle too).
+CHUNK_GAP_S = 0.003
 
 SCRIPT = {
     "segments": [
@@ -42,10 +64,33 @@ EXPECTED = (
 
 
 @dataclass
+class Hold:
+    """In a streamed reply: the server sends nothing more until ``release`` is set."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+    passed: bool = False  # set by the server once it goes on
+
+
+@dataclass(frozen=True)
+class Raw:
+    """In a streamed reply: bytes sent as they are, not as a ``data:`` event (an SSE comment)."""
+
+    text: str
+
+
+#: In a streamed reply: the server drops the connection there, with the response unfinished.
+BREAK = "<break the connection>"
+
+
+@dataclass
 class Reply:
+    """One answer: a JSON body (status, body), or a stream of server-sent events (events:
+    each a JSON value or a data string, Raw bytes, a Hold, or BREAK), after delay_s seconds."""
+
     status: int = 200
     body: object = None
     delay_s: float = 0.0
+    events: list | None = None
 
 
 @dataclass
@@ -56,6 +101,7 @@ class Loopback:
     replies: list[Reply] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    holds: list[Hold] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -67,21 +113,52 @@ def loopback() -> Iterator[Loopback]:
     state: Loopback
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # chunked responses, as the services send
+
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             state.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(raw)})
             reply = state.replies.pop(0) if state.replies else Reply(500, {"error": "no reply queued"})
             if reply.delay_s:
                 state.release.wait(reply.delay_s)
-            payload = json.dumps(reply.body).encode()
             try:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                if reply.events is None:
+                    self._send_whole(reply)
+                else:
+                    self._send_events(reply.events)
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (timeout test)
+                self.close_connection = True  # the client gave up (timeout, cancel)
+
+        def _send_whole(self, reply: Reply) -> None:
+            payload = json.dumps(reply.body).encode()
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _send_events(self, events: list) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for event in events:
+                if isinstance(event, Hold):
+                    state.holds.append(event)
+                    event.release.wait(30)
+                    event.passed = True
+                    continue
+                if event == BREAK:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if isinstance(event, Raw):
+                    frame = event.text.encode()
+                else:
+                    frame = f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n".encode()
+                self.wfile.write(f"{len(frame):X}\r\n".encode() + frame + b"\r\n")
+                time.sleep(CHUNK_GAP_S)
+            self.wfile.write(b"0\r\n\r\n")
 
         def log_message(self, *args: object) -> None:
             pass
@@ -93,6 +170,8 @@ def loopback() -> Iterator[Loopback]:
     thread.start()
     yield state
     state.release.set()
+    for hold in state.holds:
+        hold.release.set()
     server.shutdown()
     server.server_close()
 
@@ -102,15 +181,35 @@ def persona():
     return load_persona("mkbhd")
 
 
-# ---------------------------------------------------------------- Gemini
+def cut(text: str, chars: int = CHUNK_CHARS) -> list[str]:
+    """Text in the pieces a model streams it in (mid-word, as tokens fall)."""
+    return [text[i : i + chars] for i in range(0, len(text), chars)]
 
 
-def gemini_answer(text: str, finish_reason: str = "STOP") -> dict:
-    return {
-        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": finish_reason}],
-        "usageMetadata": {"promptTokenCount": 310, "candidatesTokenCount": 120, "totalTokenCount": 430},
-        "modelVersion": "gemini-2.5-flash",
-    }
+# ---------------------------------------------------------------- the two wire formats
+
+
+def gemini_chunk(text: str, finish_reason: str | None = None) -> dict:
+    candidate: dict = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if finish_reason:
+        candidate["finishReason"] = finish_reason
+    return {"candidates": [candidate], "modelVersion": "gemini-2.5-flash"}
+
+
+def gemini_events(*parts: object, finish_reason: str | None = "STOP", chars: int = CHUNK_CHARS) -> list:
+    """Gemini's stream of the texts in parts (cut into chunks), Holds and BREAKs in place;
+    the last chunk carries the finish reason and the usage, as Gemini's does."""
+    events: list = []
+    for part in parts:
+        if isinstance(part, str):
+            events.extend(gemini_chunk(piece) for piece in cut(part, chars))
+        else:
+            events.append(part)
+    if finish_reason:
+        last = gemini_chunk("", finish_reason)
+        last["usageMetadata"] = {"promptTokenCount": 310, "candidatesTokenCount": 60, "totalTokenCount": 370}
+        events.append(last)
+    return events
 
 
 def gemini_error(code: int, status: str, message: str) -> dict:
@@ -121,31 +220,220 @@ def gemini_settings(loopback: Loopback, timeout_s: float = 5.0) -> GeminiSetting
     return GeminiSettings(api_key="test-key", model="gemini-2.5-flash", timeout_s=timeout_s, base_url=loopback.url)
 
 
-def test_gemini_success_sends_persona_config_and_parses_segments(loopback, persona):
-    loopback.replies.append(Reply(200, gemini_answer(json.dumps(SCRIPT))))
-    intent = write_with_gemini(
-        "Explain the M4 Mac Mini", persona, temperature=0.6, max_tokens=400, settings=gemini_settings(loopback)
+def openai_chunk(delta: dict, finish_reason: str | None = None) -> dict:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": "llama3.2",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+
+
+def openai_events(*parts: object, finish_reason: str | None = "stop", chars: int = CHUNK_CHARS) -> list:
+    """An OpenAI-compatible stream of the texts in parts: the role first, the content in
+    chunks (Holds and BREAKs in place), then (unless finish_reason is None) a chunk with
+    the finish reason and [DONE]."""
+    events: list = [openai_chunk({"role": "assistant", "content": ""})]
+    for part in parts:
+        if isinstance(part, str):
+            events.extend(openai_chunk({"content": piece}) for piece in cut(part, chars))
+        else:
+            events.append(part)
+    if finish_reason:
+        events += [openai_chunk({}, finish_reason), "[DONE]"]
+    return events
+
+
+def chat_answer(content: str, finish_reason: str = "stop") -> dict:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "llama3.2",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 120, "total_tokens": 420},
+    }
+
+
+def openai_settings(loopback: Loopback, timeout_s: float = 5.0, api_key: str | None = None) -> OpenAISettings:
+    return OpenAISettings(base_url=f"{loopback.url}/v1", model="llama3.2", api_key=api_key, timeout_s=timeout_s)
+
+
+@dataclass(frozen=True)
+class Wire:
+    """One writer and the wire format its server speaks."""
+
+    name: str
+    env: Callable[[Loopback, float], dict]
+    events: Callable[..., list]
+    whole: Callable[[str], Reply]  # the answer in one piece, as a server that does not stream it
+    error_event: dict  # what the server sends when it fails in the middle of the answer
+    error_says: str
+    write: Callable[..., Iterator[str]]
+    settings: Callable[[Loopback, float], object]
+
+
+WIRES = {
+    "gemini": Wire(
+        name="gemini",
+        env=lambda loopback, timeout_s: {
+            "GEMINI_API_KEY": "test-key",
+            "PERSONA_VIDEO_GEMINI_BASE_URL": loopback.url,
+            "PERSONA_VIDEO_GEMINI_TIMEOUT_S": str(timeout_s),
+        },
+        events=gemini_events,
+        whole=lambda text: Reply(events=[gemini_chunk(text, "STOP")]),
+        error_event=gemini_error(500, "INTERNAL", "the backend crashed"),
+        error_says="Gemini answered HTTP 500 (server error): the backend crashed",
+        write=write_with_gemini,
+        settings=gemini_settings,
+    ),
+    "openai": Wire(
+        name="openai",
+        env=lambda loopback, timeout_s: {
+            "PERSONA_VIDEO_LLM_BASE_URL": f"{loopback.url}/v1",
+            "PERSONA_VIDEO_LLM_MODEL": "llama3.2",
+            "PERSONA_VIDEO_LLM_TIMEOUT_S": str(timeout_s),
+        },
+        events=openai_events,
+        whole=lambda text: Reply(200, chat_answer(text)),
+        error_event={"error": {"message": "the backend crashed", "type": "server_error"}},
+        error_says="failed in the middle of its answer: the backend crashed",
+        write=write_with_openai_compatible,
+        settings=openai_settings,
+    ),
+}
+
+
+@pytest.fixture(params=sorted(WIRES))
+def wire(request) -> Wire:
+    return WIRES[request.param]
+
+
+def run(wire: Wire, loopback: Loopback, persona, *, timeout_s: float = 5.0, **kwargs) -> list:
+    return list(stream_script(PROMPT, persona, env=wire.env(loopback, timeout_s), **kwargs))
+
+
+# ---------------------------------------------------------------- streaming, both writers
+
+
+def test_sentences_arrive_while_the_model_is_still_writing(loopback, persona, wire):
+    hold = Hold()
+    loopback.replies.append(Reply(events=wire.events(MARKUP[:HELD_AT], hold, MARKUP[HELD_AT:])))
+    drafts = []
+    for draft in stream_script(PROMPT, persona, env=wire.env(loopback, 5.0)):
+        if draft.sentences and not hold.release.is_set():
+            # the first sentence is out while the server still holds the rest of the answer back
+            assert draft.backend == wire.name and not hold.passed and "dollars" not in draft.text
+            assert [s.spoken_text for s in draft.sentences] == ["So, the new M4 Mac Mini is small, quiet and fast."]
+            hold.release.set()
+        drafts.append(draft)
+    assert hold.passed and len(loopback.requests) == 1
+    final = drafts[-1]
+    assert final.script is not None and final.script.backend == wire.name and final.script.notice == ""
+    streamed = drafts[:-1]
+    for before, after in zip(streamed, streamed[1:]):
+        assert MARKUP.startswith(before.text) and after.text.startswith(before.text)  # text only grows
+        assert after.sentences[: len(before.sentences)] == before.sentences  # sentences only append
+    assert streamed[-1].text == MARKUP
+    # the preamble is dropped; the persona's emphasis budget (two) holds; the pause stays with its sentence
+    assert [s.spoken_text for s in final.sentences] == [
+        "So, the new M4 Mac Mini is small, quiet and fast.",
+        "It costs six hundred dollars.",
+        "And it fits in one hand.",
+    ]
+    first = final.sentences[0].segments
+    assert sum(seg.intent_type == "emphasis" for seg in first) == 2 and first[-1].intent_type == "pause"
+    # the finished script, cut into sentences, gives back the very sentences streamed before it
+    assert split_sentences(final.script.intent) == list(final.sentences) == list(streamed[-1].sentences)
+
+
+def test_the_streamed_script_is_the_script_of_the_whole_answer(loopback, persona, wire):
+    loopback.replies.append(Reply(events=wire.events(MARKUP, chars=3)))
+    loopback.replies.append(wire.whole(MARKUP))
+    streamed, whole = run(wire, loopback, persona)[-1].script, run(wire, loopback, persona)[-1].script
+    assert streamed == whole and streamed.backend == wire.name
+    # the third star is over mkbhd's budget; the sentence the model left unmarked gets the persona's rules
+    assert streamed.markup == (
+        "So, the new *M4 Mac Mini* is *small*, quiet and fast. [pause] It costs *six hundred* dollars. "
+        "And it *fits*{0.6} in one hand."
     )
-    assert intent.segments == EXPECTED
+
+
+def test_a_failure_in_the_middle_of_the_stream_keeps_the_final_sentences_and_says_why(loopback, persona, wire):
+    loopback.replies.append(Reply(events=[*wire.events(MARKUP[:HELD_AT], finish_reason=None), wire.error_event]))
+    final = run(wire, loopback, persona)[-1]
+    assert final.script.backend == wire.name
+    assert [s.spoken_text for s in final.sentences] == ["So, the new M4 Mac Mini is small, quiet and fast."]
+    assert wire.error_says in final.script.notice and "the backend crashed" in final.script.notice
+    assert "the script ends after what was written" in final.script.notice
+    assert len(loopback.requests) == 1  # a service that failed is not asked again
+
+
+def test_a_connection_broken_before_a_sentence_is_final_falls_back_with_the_reason(loopback, persona, wire):
+    loopback.replies.append(Reply(events=wire.events("So, the new *M4 Mac", BREAK, finish_reason=None)))
+    final = run(wire, loopback, persona)[-1]
+    assert final.script.backend == "offline" and "mac mini" in final.script.markup.lower()
+    notice = final.script.notice
+    assert "broke in the middle of its answer" in notice and notice.endswith("used the offline writer instead.")
+    assert len(loopback.requests) == 1
+
+
+def test_a_malformed_chunk_is_a_clear_error(loopback, persona, wire):
+    loopback.replies.append(Reply(events=[*wire.events("So, the new", finish_reason=None), "{not json"]))
+    settings = wire.settings(loopback, 5.0)
+    pieces = wire.write(PROMPT, persona, temperature=0.6, max_tokens=400, settings=settings)
+    assert next(pieces) == "So, the new"[:CHUNK_CHARS]
+    with pytest.raises(ServiceError, match="not (a streamGenerateContent response|JSON)") as caught:
+        list(pieces)
+    assert "{not json" in str(caught.value)
+
+
+def test_a_stream_that_stalls_times_out_instead_of_hanging(loopback, persona, wire):
+    loopback.replies.append(Reply(events=wire.events("So, the new *M4 Mac", Hold(), " Mini* is small.")))
+    settings = wire.settings(loopback, 0.5)
+    with pytest.raises(ServiceError, match=r"timed out after 0\.5 s in the middle of its answer"):
+        list(wire.write(PROMPT, persona, temperature=0.6, max_tokens=400, settings=settings))
+
+
+def test_cancel_stops_the_stream_between_chunks(loopback, persona, wire):
+    hold = Hold()
+    loopback.replies.append(Reply(events=wire.events(MARKUP[:HELD_AT], hold, MARKUP[HELD_AT:])))
+    cancel = threading.Event()
+    drafts = stream_script(PROMPT, persona, env=wire.env(loopback, 5.0), cancel=cancel)
+    seen = []
+    with pytest.raises(Cancelled, match="cancelled while"):
+        for draft in drafts:
+            seen.append(draft)
+            if draft.sentences:
+                cancel.set()
+                hold.release.set()  # the next chunk comes, and the writer stops there
+    assert seen[-1].script is None and "dollars" not in seen[-1].text
+    assert len(seen[-1].sentences) == 1 and len(loopback.requests) == 1
+
+
+# ---------------------------------------------------------------- Gemini
+
+
+def test_gemini_asks_for_a_streamed_markup_script(loopback, persona):
+    loopback.replies.append(Reply(events=gemini_events(MARKUP)))
+    pieces = list(
+        write_with_gemini(PROMPT, persona, temperature=0.6, max_tokens=400, seed=7, settings=gemini_settings(loopback))
+    )
+    assert len(pieces) > 10 and "".join(pieces) == MARKUP
     assert len(loopback.requests) == 1
     request = loopback.requests[0]
-    assert request["path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert request["path"] == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     assert request["headers"]["x-goog-api-key"] == "test-key"
     body = request["body"]
     system = body["systemInstruction"]["parts"][0]["text"]
     assert persona.style_prompt in system
-    assert "between 0.4 and 0.5 seconds" in system
-    assert "Emphasise 1 to 2 words per sentence" in system
-    assert f"About {target_words(400)} spoken words" in system
-    assert "Explain the M4 Mac Mini" in body["contents"][0]["parts"][0]["text"]
+    assert "Put stars around the 1 to 2 words you stress" in system and "[pause]" in system
+    user = body["contents"][0]["parts"][0]["text"]
+    assert PROMPT in user and f"About {target_words(400)} words" in user
     config = body["generationConfig"]
-    assert config["temperature"] == pytest.approx(persona.script.temperature)
-    assert config["maxOutputTokens"] == 400
-    assert config["responseMimeType"] == "application/json"
-    schema = config["responseSchema"]
-    assert schema["type"] == "OBJECT"
-    item = schema["properties"]["segments"]["items"]
-    assert item["properties"]["intent_type"]["enum"] == ["pause", "neutral", "emphasis"]
+    assert config["temperature"] == pytest.approx(0.6)
+    assert config["maxOutputTokens"] == 400 and config["seed"] == 7
+    assert "responseMimeType" not in config and "responseSchema" not in config  # markup, not JSON
     # Flash thinks by default; its thoughts would eat the max_tokens budget.
     thinking = config["thinkingConfig"]
     assert thinking.get("thinkingBudget", thinking.get("thinking_budget")) == 0
@@ -158,7 +446,7 @@ def test_gemini_success_sends_persona_config_and_parses_segments(loopback, perso
 def test_gemini_http_errors_are_readable_and_not_retried(loopback, persona, status, error_status, expected):
     loopback.replies.append(Reply(status, gemini_error(status, error_status, "upstream says no")))
     with pytest.raises(ServiceError) as caught:
-        write_with_gemini("Explain tides", persona, temperature=0.6, max_tokens=400, settings=gemini_settings(loopback))
+        list(write_with_gemini(PROMPT, persona, temperature=0.6, max_tokens=400, settings=gemini_settings(loopback)))
     message = str(caught.value)
     assert message.startswith(f"Gemini answered {expected}")
     assert "upstream says no" in message
@@ -166,30 +454,41 @@ def test_gemini_http_errors_are_readable_and_not_retried(loopback, persona, stat
     assert len(loopback.requests) == 1
 
 
-def test_gemini_malformed_json_answer(loopback, persona):
-    loopback.replies.append(Reply(200, gemini_answer('{"segments": [{"text": "Hi", "intent_type": ')))
-    with pytest.raises(ServiceError, match="Gemini answered with something other than the JSON asked for: not valid"):
-        write_with_gemini("Explain tides", persona, temperature=0.6, max_tokens=400, settings=gemini_settings(loopback))
-
-
-def test_gemini_cut_off_at_max_tokens_says_so(loopback, persona):
-    loopback.replies.append(Reply(200, gemini_answer('{"segments": [{"text": "Tides are', "MAX_TOKENS")))
-    with pytest.raises(ServiceError, match=r"max_tokens limit \(64\).*raise max_tokens"):
-        write_with_gemini("Explain tides", persona, temperature=0.6, max_tokens=64, settings=gemini_settings(loopback))
+def test_gemini_cut_off_before_its_first_sentence_is_retried_then_falls_back(loopback, persona):
+    for _ in range(2):
+        loopback.replies.append(Reply(events=gemini_events("So, the new *M4 Mac Mini* is", finish_reason="MAX_TOKENS")))
+    final = run(WIRES["gemini"], loopback, persona, max_tokens=64)[-1]
+    assert final.script.backend == "offline"
+    assert "stopped before its first sentence was complete (raise max tokens)" in final.script.notice
+    assert [r["body"]["generationConfig"]["seed"] for r in loopback.requests] == [0, 1]  # the retry's seed
 
 
 def test_gemini_blocked_prompt(loopback, persona):
-    loopback.replies.append(Reply(200, {"promptFeedback": {"blockReason": "SAFETY"}}))
+    loopback.replies.append(Reply(events=[{"promptFeedback": {"blockReason": "SAFETY"}}]))
     with pytest.raises(ServiceError, match="Gemini blocked the prompt .*SAFETY"):
-        write_with_gemini("Explain tides", persona, temperature=0.6, max_tokens=400, settings=gemini_settings(loopback))
+        list(write_with_gemini(PROMPT, persona, temperature=0.6, max_tokens=400, settings=gemini_settings(loopback)))
+
+
+def test_gemini_stopped_for_safety_mid_answer(loopback, persona):
+    loopback.replies.append(Reply(events=gemini_events("So, the new *M4 Mac Mini* is", finish_reason="SAFETY")))
+    with pytest.raises(ServiceError, match=r"Gemini stopped early \(SAFETY\)"):
+        list(write_with_gemini(PROMPT, persona, temperature=0.6, max_tokens=400, settings=gemini_settings(loopback)))
 
 
 def test_gemini_timeout(loopback, persona):
-    loopback.replies.append(Reply(200, gemini_answer(json.dumps(SCRIPT)), delay_s=5.0))
+    loopback.replies.append(Reply(events=gemini_events(MARKUP), delay_s=5.0))
     settings = gemini_settings(loopback, timeout_s=0.5)
-    with pytest.raises(ServiceError, match=r"Gemini timed out after 0\.5 s"):
-        write_with_gemini("Explain tides", persona, temperature=0.6, max_tokens=400, settings=settings)
+    with pytest.raises(ServiceError, match=r"Gemini timed out after 0\.5 s: "):
+        list(write_with_gemini(PROMPT, persona, temperature=0.6, max_tokens=400, settings=settings))
     assert len(loopback.requests) == 1
+
+
+def test_gemini_answer_in_the_segments_json_is_still_read(loopback, persona):
+    loopback.replies.append(Reply(events=gemini_events(json.dumps(SCRIPT))))
+    pieces = list(
+        write_with_gemini(PROMPT, persona, temperature=0.6, max_tokens=400, settings=gemini_settings(loopback))
+    )
+    assert pieces == [to_markup(ScriptIntent(EXPECTED))]
 
 
 def test_gemini_settings_from_env():
@@ -213,89 +512,76 @@ def test_gemini_settings_from_env():
 # ---------------------------------------------------------------- OpenAI-compatible
 
 
-def chat_answer(content: str, finish_reason: str = "stop") -> dict:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "model": "llama3.2",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": 300, "completion_tokens": 120, "total_tokens": 420},
-    }
-
-
-def openai_settings(loopback: Loopback, timeout_s: float = 5.0, api_key: str | None = None) -> OpenAISettings:
-    return OpenAISettings(base_url=f"{loopback.url}/v1", model="llama3.2", api_key=api_key, timeout_s=timeout_s)
-
-
-def test_openai_success_sends_persona_config_and_parses_fenced_answer(loopback, persona):
-    fenced = "```json\n" + json.dumps(SCRIPT, indent=2) + "\n```"
-    loopback.replies.append(Reply(200, chat_answer(fenced)))
+def test_openai_asks_for_a_streamed_markup_script(loopback, persona):
+    events = openai_events(MARKUP)
+    events.insert(1, Raw(": keep-alive\n\n"))  # an SSE comment, as some servers send: skipped
+    loopback.replies.append(Reply(events=events))
     settings = openai_settings(loopback, api_key="sk-local")
-    intent = write_with_openai_compatible(
-        "Explain the M4 Mac Mini", persona, temperature=0.6, max_tokens=300, settings=settings
+    pieces = list(
+        write_with_openai_compatible(PROMPT, persona, temperature=0.6, max_tokens=300, seed=7, settings=settings)
     )
-    assert intent.segments == EXPECTED
+    assert len(pieces) > 10 and "".join(pieces) == MARKUP
     assert len(loopback.requests) == 1
     request = loopback.requests[0]
     assert request["path"] == "/v1/chat/completions"
     assert request["headers"]["Authorization"] == "Bearer sk-local"
     body = request["body"]
-    assert body["model"] == "llama3.2"
+    assert body["model"] == "llama3.2" and body["stream"] is True and body["seed"] == 7
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     assert persona.style_prompt in body["messages"][0]["content"]
-    assert "between 0.4 and 0.5 seconds" in body["messages"][0]["content"]
-    assert "Explain the M4 Mac Mini" in body["messages"][1]["content"]
+    assert "Put stars around the 1 to 2 words you stress" in body["messages"][0]["content"]
+    assert (
+        PROMPT in body["messages"][1]["content"]
+        and f"About {target_words(300)} words" in body["messages"][1]["content"]
+    )
     assert body["temperature"] == pytest.approx(0.6)
     assert body["max_tokens"] == 300
-    assert body["response_format"] == {"type": "json_object"}
+    assert "response_format" not in body  # markup, not JSON
 
 
-def test_openai_retries_once_without_response_format_on_400(loopback, persona):
-    loopback.replies.append(Reply(400, {"error": {"message": "response_format is not supported"}}))
-    loopback.replies.append(Reply(200, chat_answer(json.dumps(SCRIPT))))
-    intent = write_with_openai_compatible(
-        "Explain tides", persona, temperature=0.6, max_tokens=300, settings=openai_settings(loopback)
+def test_openai_server_that_does_not_stream_answers_whole_even_in_json(loopback, persona):
+    fenced = "```json\n" + json.dumps(SCRIPT, indent=2) + "\n```"
+    loopback.replies.append(Reply(200, chat_answer(fenced)))
+    pieces = list(
+        write_with_openai_compatible(
+            PROMPT, persona, temperature=0.6, max_tokens=300, settings=openai_settings(loopback)
+        )
     )
-    assert intent.segments == EXPECTED
-    assert len(loopback.requests) == 2
-    assert "response_format" in loopback.requests[0]["body"]
-    assert "response_format" not in loopback.requests[1]["body"]
+    assert pieces == [to_markup(ScriptIntent(EXPECTED))]
     assert "Authorization" not in loopback.requests[0]["headers"]
 
 
-def test_openai_second_400_is_reported(loopback, persona):
-    loopback.replies.append(Reply(400, {"error": {"message": "bad"}}))
-    loopback.replies.append(Reply(400, {"error": {"message": "model 'llama3.2' does not fit"}}))
-    with pytest.raises(ServiceError, match=r"llama3\.2 at .* answered HTTP 400: model 'llama3\.2' does not fit"):
-        write_with_openai_compatible(
-            "Explain tides", persona, temperature=0.6, max_tokens=300, settings=openai_settings(loopback)
-        )
-    assert len(loopback.requests) == 2
-
-
-@pytest.mark.parametrize("status", [429, 500])
+@pytest.mark.parametrize("status", [400, 429, 500])
 def test_openai_http_errors_are_readable(loopback, persona, status):
     loopback.replies.append(Reply(status, {"error": {"message": f"upstream {status}"}}))
-    with pytest.raises(ServiceError, match=rf"answered HTTP {status}: upstream {status}"):
-        write_with_openai_compatible(
-            "Explain tides", persona, temperature=0.6, max_tokens=300, settings=openai_settings(loopback)
+    with pytest.raises(ServiceError, match=rf"llama3\.2 at .* answered HTTP {status}: upstream {status}"):
+        list(
+            write_with_openai_compatible(
+                PROMPT, persona, temperature=0.6, max_tokens=300, settings=openai_settings(loopback)
+            )
         )
     assert len(loopback.requests) == 1
 
 
-def test_openai_malformed_json_answer(loopback, persona):
-    loopback.replies.append(Reply(200, chat_answer("Sure! Here is your script: segments: hello")))
-    with pytest.raises(ServiceError, match="other than the JSON asked for: not valid JSON"):
-        write_with_openai_compatible(
-            "Explain tides", persona, temperature=0.6, max_tokens=300, settings=openai_settings(loopback)
+def test_openai_stream_that_ends_without_its_end_is_an_error(loopback, persona):
+    loopback.replies.append(Reply(events=openai_events("So, the new *M4 Mac Mini* is", finish_reason=None)))
+    with pytest.raises(
+        ServiceError, match=r"broke in the middle of its answer \(the stream ended with no finish_reason"
+    ):
+        list(
+            write_with_openai_compatible(
+                PROMPT, persona, temperature=0.6, max_tokens=300, settings=openai_settings(loopback)
+            )
         )
 
 
 def test_openai_timeout(loopback, persona):
-    loopback.replies.append(Reply(200, chat_answer(json.dumps(SCRIPT)), delay_s=5.0))
-    with pytest.raises(ServiceError, match=r"timed out after 0\.5 s") as caught:
-        write_with_openai_compatible(
-            "Explain tides", persona, temperature=0.6, max_tokens=300, settings=openai_settings(loopback, 0.5)
+    loopback.replies.append(Reply(events=openai_events(MARKUP), delay_s=5.0))
+    with pytest.raises(ServiceError, match=r"timed out after 0\.5 s: ") as caught:
+        list(
+            write_with_openai_compatible(
+                PROMPT, persona, temperature=0.6, max_tokens=300, settings=openai_settings(loopback, 0.5)
+            )
         )
     assert caught.value.__cause__ is not None
 
@@ -306,7 +592,7 @@ def test_openai_unreachable_server(persona):
     server.server_close()  # nothing listens on the port now
     settings = OpenAISettings(base_url=f"http://127.0.0.1:{port}/v1", model="llama3.2", api_key=None, timeout_s=2)
     with pytest.raises(ServiceError, match="could not reach the LLM server .* is the server running"):
-        write_with_openai_compatible("Explain tides", persona, temperature=0.6, max_tokens=300, settings=settings)
+        list(write_with_openai_compatible(PROMPT, persona, temperature=0.6, max_tokens=300, settings=settings))
 
 
 def test_openai_settings_from_env():
@@ -322,6 +608,14 @@ def test_openai_settings_from_env():
 
 
 # ---------------------------------------------------------------- answer validation
+
+
+def test_answer_pieces_drop_a_code_fence_and_pass_markup_on_as_it_comes():
+    pieces = ["``", "`markdown\nSo, the ", "new *M4", " Mac Mini*.\n```"]
+    assert list(answer_pieces(pieces, service="Gemini")) == ["So, the ", "new *M4", " Mac Mini*.\n```"]
+    assert list(answer_pieces(["  ", "Tides rise."], service="Gemini")) == ["Tides rise."]
+    with pytest.raises(ServiceError, match="^Gemini answered with something other than the JSON asked for"):
+        list(answer_pieces(['{"segm', 'ents": 3}'], service="Gemini"))
 
 
 def test_segments_from_json_cleans_and_tolerates():

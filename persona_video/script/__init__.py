@@ -34,7 +34,7 @@ from ..types import Script, ScriptDraft, ScriptIntent
 from .annotate import annotate, has_markup
 from .markup import MarkupError, normalize, parse_markup, to_markup
 from .offline import write_offline
-from .sentences import SentenceStream, apply_style, key_words, on_topic, preamble, speakable, split_sentences
+from .sentences import SentenceStream, key_words, on_topic, preamble, speakable, split_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -164,31 +164,21 @@ def _model_pieces(
     max_tokens: int,
     seed: int,
     cancel: threading.Event | None,
-) -> Iterator[str | ScriptIntent]:
-    """What a model writer writes: markup pieces as they come (local), or one whole
-    ScriptIntent (the JSON writers)."""
+) -> Iterator[str]:
+    """The markup a model writer writes, in the pieces it streams in."""
+    options: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed, "cancel": cancel}
     if plan.name == "local":
         from .local_writer import write_with_local
 
-        yield from write_with_local(
-            prompt,
-            persona,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-            model_path=Path(plan.target),
-            cancel=cancel,
-        )
+        yield from write_with_local(prompt, persona, model_path=Path(plan.target), **options)
     elif plan.name == "gemini":
         from .gemini import write_with_gemini
 
-        yield write_with_gemini(prompt, persona, temperature=temperature, max_tokens=max_tokens, settings=plan.target)
+        yield from write_with_gemini(prompt, persona, settings=plan.target, **options)
     else:
         from .openai_compat import write_with_openai_compatible
 
-        yield write_with_openai_compatible(
-            prompt, persona, temperature=temperature, max_tokens=max_tokens, settings=plan.target
-        )
+        yield from write_with_openai_compatible(prompt, persona, settings=plan.target, **options)
 
 
 class _Unusable(Exception):
@@ -222,12 +212,8 @@ def _attempt(
             held.clear()
 
     for piece in _model_pieces(plan, prompt, persona, seed=seed, **kwargs):
-        if isinstance(piece, ScriptIntent):
-            yield to_markup(piece)
-            yield from take([apply_style(normalize(s), persona.script) for s in split_sentences(piece)])
-        else:
-            yield piece
-            yield from take(stream.feed(piece))
+        yield piece
+        yield from take(stream.feed(piece))
     yield from take(stream.close())
     if not released:
         if held:

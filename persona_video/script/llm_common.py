@@ -1,8 +1,11 @@
-"""What the two LLM script writers (Gemini, OpenAI-compatible) share: the
-persona's system instruction, the JSON schema of the answer, and the parser
-that turns an answer into a ScriptIntent.
+"""What the remote script writers (Gemini, OpenAI-compatible, Ollama through it)
+share: the word target, the reader of their streamed answers, and the parser
+of an answer that comes in the segments JSON instead of the markup.
 
-The answer asked for is one JSON object::
+They ask for the script markup (:mod:`.local_writer`'s instruction), streamed,
+so each sentence is final as soon as the next one begins; ``answer_pieces``
+passes the markup on as it comes. An answer in the segments JSON (a server
+that forces JSON, a proxy answering from an older request) is read whole::
 
     {"segments": [{"text": "So,", "intent_type": "neutral", "intensity": 0},
                   {"text": "", "intent_type": "pause", "intensity": 0, "pause_s": 0.4},
@@ -18,35 +21,14 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import ServiceError
-from ..personas import Persona
 from ..types import INTENT_TYPES, ScriptIntent, Segment
+from .markup import normalize, to_markup
 
 logger = logging.getLogger(__name__)
-
-#: JSON Schema of the answer (Gemini's responseSchema accepts this subset too).
-SEGMENTS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "segments": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "text": {"type": "string"},
-                    "intent_type": {"type": "string", "enum": list(INTENT_TYPES)},
-                    "intensity": {"type": "number", "minimum": 0.0, "maximum": 1.0},
-                    "pause_s": {"type": "number"},
-                },
-                "required": ["text", "intent_type", "intensity"],
-                "propertyOrdering": ["text", "intent_type", "intensity", "pause_s"],
-            },
-        }
-    },
-    "required": ["segments"],
-}
 
 #: Output tokens one spoken word costs inside the segment JSON: the word itself
 #: plus its share of the keys, quotes and pause objects around it (measured on
@@ -76,60 +58,6 @@ class _BadAnswer(Exception):
 def target_words(max_tokens: int) -> int:
     """Spoken words to ask for so the JSON answer fits in max_tokens output tokens."""
     return max(MIN_TARGET_WORDS, int(max_tokens / JSON_TOKENS_PER_WORD))
-
-
-def system_instruction(persona: Persona, *, max_tokens: int) -> str:
-    """The persona's style prompt plus the segment markup rules, as one system message."""
-    style = persona.script
-    pause_lo_s, pause_hi_s = style.pause_range_s
-    emphasis_lo, emphasis_hi = style.emphasis_words
-    words = target_words(max_tokens)
-    seconds = round(words / WORDS_PER_S)
-    if emphasis_hi <= 0:
-        emphasis_rule = "- Do not use emphasis segments at all."
-    else:
-        emphasis_rule = (
-            f"- Emphasise {emphasis_lo} to {emphasis_hi} words per sentence, never more: put each stressed word "
-            "(or a short name like a product name) in its own emphasis segment."
-        )
-    return "\n".join(
-        [
-            persona.style_prompt,
-            "",
-            f'You write the spoken script of a short talking-head explainer video presented as "{persona.name}".',
-            (
-                "Answer with one compact JSON object on one line and nothing else: "
-                '{"segments": [{"text": ..., "intent_type": ..., "intensity": ..., "pause_s": ...}, ...]}.'
-            ),
-            "Each segment is one of:",
-            '- "neutral": ordinary spoken words, a whole phrase or sentence with its punctuation; intensity 0.',
-            '- "emphasis": one to three words the presenter stresses; intensity 0.5 to 1 (1 = strongest).',
-            (
-                f'- "pause": a silent beat; text "", intensity 0, "pause_s" between {pause_lo_s:g} and '
-                f"{pause_hi_s:g} seconds."
-            ),
-            "Rules:",
-            "- Read in order, the texts of the segments are the complete script, with normal punctuation.",
-            "- Put a pause after most sentences and before a key point.",
-            emphasis_rule,
-            f"- About {words} spoken words in total (roughly {seconds} seconds of speech), never more.",
-            (
-                "- Plain spoken English, exactly as said aloud: no stage directions, no emojis, no markdown, "
-                "no lists, headings, hashtags or links; spell symbols out."
-            ),
-            "Example: "
-            + json.dumps(
-                {
-                    "segments": [
-                        {"text": "So, this new", "intent_type": "neutral", "intensity": 0},
-                        {"text": "M4 Mac Mini", "intent_type": "emphasis", "intensity": 0.8},
-                        {"text": "is fast.", "intent_type": "neutral", "intensity": 0},
-                        {"text": "", "intent_type": "pause", "intensity": 0, "pause_s": pause_hi_s},
-                    ]
-                }
-            ),
-        ]
-    )
 
 
 def user_message(prompt: str) -> str:
@@ -241,3 +169,48 @@ def segments_from_json(
     except _BadAnswer as e:
         raise ServiceError(f"{service} answered with something other than the JSON asked for: {e}") from e
     return intent
+
+
+def _answer_start(head: str) -> tuple[str | None, str]:
+    """(what the answer is: "markup", "json" or None while it cannot yet be told, the
+    answer with a leading code fence line dropped)."""
+    text = head.lstrip()
+    if text.startswith("```"):
+        if "\n" not in text:
+            return None, head
+        return _answer_start(text.split("\n", 1)[1])
+    if not text or "```".startswith(text):
+        return None, head
+    return ("json" if text.startswith("{") else "markup"), text
+
+
+def answer_pieces(
+    pieces: Iterable[str], *, service: str, pause_range_s: tuple[float, float] | None = None
+) -> Iterator[str]:
+    """A remote model's answer, as it streams in, as script markup pieces.
+
+    pieces: the text of the answer in the pieces it arrives in.
+    service: who answers, for the error message.
+    pause_range_s: (min, max) seconds for the pauses of a JSON answer (the persona's range).
+
+    Markup is passed on as it comes, with a leading code fence line dropped (a
+    closing fence ends no sentence, so the sentence stream leaves it out). An
+    answer that starts with "{" is the segments JSON: it is read whole and given
+    as one piece of markup; ServiceError when it is not the JSON asked for.
+    """
+    kind: str | None = None
+    head = ""
+    for piece in pieces:
+        if kind == "markup":
+            yield piece
+            continue
+        head += piece
+        if kind is None:
+            kind, head = _answer_start(head)
+            if kind == "markup":
+                yield head
+    if kind == "json":
+        intent = segments_from_json(head, service=service, pause_range_s=pause_range_s)
+        yield to_markup(normalize(intent))
+    elif kind is None and head.strip():
+        yield head  # a fence and nothing else: no sentence in it, which the stream reports
