@@ -185,6 +185,29 @@ class PhonemeTiming:
     end_s: float
 
 
+@dataclass(frozen=True)
+class SpeechChunk:
+    """One piece of streamed speech: a sentence, or the closing silence.
+
+    audio: float32 (num_samples,) at its final level; chunks abut, so the
+        track is the chunks' audio concatenated in order.
+    start_sample: where the chunk begins in the whole track, in samples.
+    spans: the sentence's segment spans, seconds from the track's start; their
+        indices run over the whole stream (empty for the closing silence).
+    phonemes: the sentence's phoneme timings, seconds from the track's start.
+    """
+
+    audio: np.ndarray
+    start_sample: int
+    spans: tuple[SegmentSpan, ...]
+    phonemes: tuple[PhonemeTiming, ...]
+
+    @property
+    def end_sample(self) -> int:
+        """Just past the chunk's last sample, where the next chunk begins."""
+        return self.start_sample + len(self.audio)
+
+
 #: Decimals of the per-frame intents in timing.json (and in memory, so both agree).
 INTENT_DECIMALS = 4
 
