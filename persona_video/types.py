@@ -7,6 +7,7 @@ Each stage takes the previous stage's result and returns its own:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -76,6 +77,34 @@ class ScriptIntent:
             glue = "" if not out or seg.text[0] in ".,!?;:)" else " "
             out += glue + seg.text
         return out.strip()
+
+
+# A segment's text ends a sentence: . ! or ? then closing quotes or brackets.
+_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
+_BETWEEN_SENTENCES = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(intent: ScriptIntent) -> list[ScriptIntent]:
+    """A finished script's segments cut into sentences, in order: a sentence ends
+    where a segment's text ends one (neutral text holding several sentences is cut
+    between them), and the pauses right after an end belong to that sentence.
+
+    Here, not in the script stage, because both the script stage (which streams
+    sentences) and the speech stage (which speaks them one by one) cut by it."""
+    sentences: list[list[Segment]] = [[]]
+    for segment in intent.segments:
+        if segment.intent_type == "pause":
+            if not sentences[-1] and len(sentences) > 1:
+                sentences[-2].append(segment)
+            else:
+                sentences[-1].append(segment)
+            continue
+        parts = _BETWEEN_SENTENCES.split(segment.text) if segment.intent_type == "neutral" else [segment.text]
+        for part in parts:
+            sentences[-1].append(Segment(part, segment.intent_type, segment.intensity))
+            if _ENDS_SENTENCE.search(part):
+                sentences.append([])
+    return [ScriptIntent(tuple(s)) for s in sentences if any(seg.intent_type != "pause" for seg in s)]
 
 
 @dataclass(frozen=True)
@@ -154,6 +183,29 @@ class PhonemeTiming:
     phoneme: str
     start_s: float
     end_s: float
+
+
+@dataclass(frozen=True)
+class SpeechChunk:
+    """One piece of streamed speech: a sentence, or the closing silence.
+
+    audio: float32 (num_samples,) at its final level; chunks abut, so the
+        track is the chunks' audio concatenated in order.
+    start_sample: where the chunk begins in the whole track, in samples.
+    spans: the sentence's segment spans, seconds from the track's start; their
+        indices run over the whole stream (empty for the closing silence).
+    phonemes: the sentence's phoneme timings, seconds from the track's start.
+    """
+
+    audio: np.ndarray
+    start_sample: int
+    spans: tuple[SegmentSpan, ...]
+    phonemes: tuple[PhonemeTiming, ...]
+
+    @property
+    def end_sample(self) -> int:
+        """Just past the chunk's last sample, where the next chunk begins."""
+        return self.start_sample + len(self.audio)
 
 
 #: Decimals of the per-frame intents in timing.json (and in memory, so both agree).

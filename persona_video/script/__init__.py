@@ -30,11 +30,11 @@ from typing import Any
 
 from ..errors import BackendUnavailable, InputError, ServiceError
 from ..personas import Persona
-from ..types import Script, ScriptDraft, ScriptIntent
+from ..types import Script, ScriptDraft, ScriptIntent, split_sentences
 from .annotate import annotate, has_markup
 from .markup import MarkupError, normalize, parse_markup, to_markup
 from .offline import write_offline
-from .sentences import SentenceStream, key_words, on_topic, preamble, speakable, split_sentences
+from .sentences import SentenceStream, key_words, on_topic, preamble, speakable
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ __all__ = [
     "parse_markup",
     "resolve_script_backend",
     "script_from_text",
-    "split_sentences",
     "stream_script",
     "to_markup",
     "validate_prompt",

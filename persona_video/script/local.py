@@ -238,6 +238,10 @@ def load_local_model(path: Path, *, threads: int | None = None) -> LocalModel:
         if path in _MODELS:
             return _MODELS[path]
         file = inspect_gguf(path)
+        # llama.cpp's threads wait for work by spinning; beside the speech and the renderer of a
+        # streamed job, which want the same two cores, they are told to sleep instead (read by the
+        # OpenMP runtime when the library loads; a value set by the user stays)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import xllamacpp
         except ImportError as e:
@@ -251,6 +255,7 @@ def load_local_model(path: Path, *, threads: int | None = None) -> LocalModel:
         params.n_ctx = SLOTS * SLOT_CONTEXT
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
+        params.cpuparams.poll = params.cpuparams_batch.poll = 0  # no busy-waiting between tasks either
         params.warmup = False
         params.verbosity = 0
         # The listener xllamacpp always opens: loopback, a random port, a key only this process knows.

@@ -4,8 +4,8 @@
 out each sentence once it is final (the next sentence has begun, or the
 writer has ended), with the persona's rules applied: a sentence the model
 wrote without any markup is annotated by rules, and emphasis beyond the
-persona's budget is dropped. ``split_sentences`` cuts a finished ScriptIntent
-the same way, so every writer streams sentence by sentence.
+persona's budget is dropped. ``types.split_sentences`` cuts a finished
+ScriptIntent the same way, so every writer streams sentence by sentence.
 
 The quality checks (``preamble``, ``on_topic``, ``speakable``) keep what a
 model wrote honest: no "Sure, here is your script", a script that names the
@@ -25,8 +25,6 @@ from .markup import MarkupError, normalize, parse_markup
 # A sentence's end: . ! or ? (and closing quotes or brackets), then optionally the
 # markup's pause tag. Inside emphasis stars the end does not count.
 _END = re.compile(r"[.!?]+[\"')\]]*(?:\s*\[pause(?:\s+[\d.]+)?\])?")
-_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
-_BETWEEN_SENTENCES = re.compile(r"(?<=[.!?])\s+")
 _PREAMBLE = re.compile(
     r"^\W*(?:sure|certainly|of course|okay|ok|absolutely|here(?:'s| is| are)|below is|as requested)\b",
     re.IGNORECASE,
@@ -41,26 +39,6 @@ _STOP = set(
     please want like learn know about quick short video script talk works work make makes between vs versus
     compare some any more most very really just""".split()
 )
-
-
-def split_sentences(intent: ScriptIntent) -> list[ScriptIntent]:
-    """A finished script's segments cut into sentences, in order: a sentence ends
-    where a segment's text ends one (neutral text holding several sentences is cut
-    between them), and the pauses right after an end belong to that sentence."""
-    sentences: list[list[Segment]] = [[]]
-    for segment in intent.segments:
-        if segment.intent_type == "pause":
-            if not sentences[-1] and len(sentences) > 1:
-                sentences[-2].append(segment)
-            else:
-                sentences[-1].append(segment)
-            continue
-        parts = _BETWEEN_SENTENCES.split(segment.text) if segment.intent_type == "neutral" else [segment.text]
-        for part in parts:
-            sentences[-1].append(Segment(part, segment.intent_type, segment.intensity))
-            if _ENDS_SENTENCE.search(part):
-                sentences.append([])
-    return [ScriptIntent(tuple(s)) for s in sentences if any(seg.intent_type != "pause" for seg in s)]
 
 
 def apply_style(intent: ScriptIntent, style: ScriptStyle) -> ScriptIntent:
