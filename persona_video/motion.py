@@ -33,11 +33,19 @@ generator writes these and leaves the other expression dimensions at zero:
 
 ``still=True`` holds the head (angles and trans zero) and animates the face.
 Same inputs and seed give the identical array.
+
+Streaming: every frame depends only on the speech up to MOTION_LOOKAHEAD_S
+after it, and the random drift and blinks are drawn on the whole-track clock
+(one child stream per random quantity, read from its start), so motion made on
+a prefix of the speech (the audio, spans and phonemes of the sentences spoken
+so far, the timing map rebuilt on them) is bit-identical to the whole track's
+on its first ``final_frames(prefix_duration_s, fps, finished=False)`` frames.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -52,6 +60,7 @@ from .visemes import (
     ROUND,
     TEETH,
     WIDE,
+    convolve_valid,
     frame_loudness_db,
     loudness_level,
     mouth_from_audio,
@@ -81,27 +90,66 @@ _MIN_NOD_GAP_S = 0.6
 _MAX_BLINK_GAP_S = 11.0
 _MIN_BLINK_GAP_S = 1.5  # caps the rate at 40 per minute
 _DOUBLE_BLINK_P = 0.12
+_BLINK_TO_PAUSE_S = 0.6  # a blink due this soon before a pause onset moves onto it
+# Smoothing widths, seconds of Gaussian sigma (kernels reach 3 sigma + 1 frame)
+_ACTIVITY_SIGMA_S = 0.25  # how lively the head is
+_SYLLABLE_TREND_SIGMA_S = 0.35  # the slow loudness trend taken out of the syllable bobs
+_DRIFT_SIGMAS_S = (0.45, 1.5)  # fast and slow drift components
+
+#: Seconds of speech after a frame that can still change its motion: the widest reach of
+#: any frame into the speech after it. Per source (25 fps, a frame reaching from its end):
+#: the syllable bobs smooth the loudness over 27 frames (1.08 s) and a frame's loudness reads
+#: 55 ms of audio past it: 1.14 s; the head's liveliness smooths the intents over 19 frames
+#: (0.76 s) and each intent looks 0.19 s ahead (speech/timing.py): 0.95 s (its loudness term
+#: 1.08 s); a blink looks 0.6 s ahead for a pause onset: 0.8 s; the mouth 0.12 s, brows and
+#: lean 0.7 s. The drift noise needs none: its white noise is drawn on the whole-track clock.
+MOTION_LOOKAHEAD_S = 1.2
+
+
+def final_frames(duration_s: float, fps: int, finished: bool) -> int:
+    """How many leading frames of motion made on speech of duration_s seconds are final.
+
+    finished: the speech is complete; then every frame, int(duration_s * fps), as the
+    timing map counts them. Else the frames that end at or before duration_s -
+    MOTION_LOOKAHEAD_S: later speech cannot change them (generate_motion, the timing map's
+    frame_intents and govern for the compact layouts give the same values then).
+    Holds when the prefix ends where a sentence's audio ends (its trailing pause included):
+    the spans and phonemes of later sentences start at or after duration_s.
+    """
+    total = int(duration_s * fps)
+    if finished:
+        return total
+    # 1e-9 frames: (duration_s - lookahead) * fps lands just under a whole number in floats
+    return max(0, min(total, math.floor((duration_s - MOTION_LOOKAHEAD_S) * fps + 1e-9)))
+
+
+def _gaussian_kernel(sigma_frames: float) -> np.ndarray:
+    """(2 * radius + 1,) Gaussian weights summing to 1, radius = 3 sigma + 1 frames."""
+    radius = int(3 * sigma_frames) + 1
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_frames) ** 2)
+    return kernel / kernel.sum()
 
 
 def _smooth(values: np.ndarray, sigma_frames: float) -> np.ndarray:
     """Gaussian-smooth a (T,) or (T, C) array along time with edge padding."""
     if sigma_frames <= 0 or values.shape[0] == 0:
         return values.copy()
-    radius = int(3 * sigma_frames) + 1
-    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_frames) ** 2)
-    kernel /= kernel.sum()
-    flat = values.reshape(values.shape[0], -1)
-    padded = np.pad(flat, ((radius, radius), (0, 0)), mode="edge")
-    out = np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(flat.shape[1])], axis=1)
-    return out.reshape(values.shape)
+    kernel = _gaussian_kernel(sigma_frames)
+    radius = kernel.size // 2
+    padded = np.pad(values, ((radius, radius),) + ((0, 0),) * (values.ndim - 1), mode="edge")
+    return convolve_valid(padded, kernel)
 
 
-def _filtered_noise(rng: np.random.Generator, num_frames: int, sigma_frames: float) -> np.ndarray:
-    """Smooth noise (T,) with unit standard deviation (low-pass filtered white noise)."""
-    pad = int(3 * sigma_frames) + 1
-    noise = _smooth(rng.standard_normal(num_frames + 2 * pad), sigma_frames)[pad : pad + num_frames]
-    std = noise.std()
-    return noise / std if std > 1e-9 else noise
+def _filtered_noise(seed: np.random.SeedSequence, num_frames: int, sigma_frames: float) -> np.ndarray:
+    """Smooth noise (T,) with unit standard deviation (low-pass filtered white noise).
+
+    The white noise is drawn from seed's stream from its start, one value per frame (plus
+    the kernel's reach each side), and the result is divided by the filter's own standard
+    deviation rather than the realised one: frame t is the same number for every T > t.
+    """
+    kernel = _gaussian_kernel(sigma_frames)
+    white = np.random.default_rng(seed).standard_normal(num_frames + kernel.size - 1)
+    return convolve_valid(white, kernel) / np.sqrt(np.sum(kernel**2))
 
 
 def _frame_intents(speech: Speech, num_frames: int) -> np.ndarray:
@@ -113,9 +161,10 @@ def _frame_intents(speech: Speech, num_frames: int) -> np.ndarray:
 
 
 def _emphasis_onsets(speech: Speech, intents: np.ndarray, fps: int) -> tuple[np.ndarray, np.ndarray]:
-    """(onset_s (K,), intensity (K,)) of emphasis: from the segment spans, else from intent rises."""
+    """(onset_s (K,), intensity (K,)) of emphasis: from the segment spans, else (a map without
+    spans) from intent rises."""
     spans = [s for s in speech.timing.spans if s.intent_type == "emphasis"]
-    if spans:
+    if speech.timing.spans:
         onsets_s = np.array([s.start_s for s in spans])
         strength = np.array([s.intensity for s in spans])
     else:
@@ -138,7 +187,7 @@ def _emphasis_envelope(speech: Speech, intents: np.ndarray, fps: int, first_s: f
     num_frames = intents.shape[0]
     times_s = (np.arange(num_frames) + 0.5) / fps
     spans = [s for s in speech.timing.spans if s.intent_type == "emphasis"]
-    if not spans:
+    if not speech.timing.spans:
         return np.clip((intents - 0.5) * 2.0, 0.0, 1.0)
     envelope = np.zeros(num_frames)
     for span in spans:
@@ -149,17 +198,25 @@ def _emphasis_envelope(speech: Speech, intents: np.ndarray, fps: int, first_s: f
 
 
 def _blinks(
-    rng: np.random.Generator, num_frames: int, fps: int, rate_per_min: float, intents: np.ndarray
+    seed: np.random.SeedSequence, num_frames: int, fps: int, rate_per_min: float, intents: np.ndarray
 ) -> np.ndarray:
-    """(T,) eyelid closure 0..1 with irregular, full blinks."""
+    """(T,) eyelid closure 0..1 with irregular, full blinks.
+
+    Each random quantity (gaps, first blink, doubles and their delay, the two profiles) has
+    its own stream, read from its start one value per blink, so blink k is the same whatever
+    the track's length.
+    """
     closure = np.zeros(num_frames)
     duration_s = num_frames / fps
     if num_frames == 0:
         return closure
+    gap_rng, first_rng, double_rng, delay_rng, profile_rng, second_profile_rng = (
+        np.random.default_rng(child) for child in seed.spawn(6)
+    )
     mean_gap_s = 60.0 / max(rate_per_min, 1e-3)
-    count = int(duration_s / _MIN_BLINK_GAP_S) + 2
-    gaps_s = np.clip(rng.gamma(3.0, mean_gap_s / 3.0, count), _MIN_BLINK_GAP_S, _MAX_BLINK_GAP_S)
-    first_s = rng.uniform(0.4, min(3.0, mean_gap_s))
+    count = int(duration_s / _MIN_BLINK_GAP_S) + 2  # more than fit: gaps are at least _MIN_BLINK_GAP_S
+    gaps_s = np.clip(gap_rng.gamma(3.0, mean_gap_s / 3.0, count), _MIN_BLINK_GAP_S, _MAX_BLINK_GAP_S)
+    first_s = first_rng.uniform(0.4, min(3.0, mean_gap_s))
     times_s = first_s + np.concatenate([[0.0], np.cumsum(gaps_s[:-1])])
     # people blink at the start of a pause: move a blink due within 0.6 s onto the pause onset
     pause = intents < 0.25
@@ -167,23 +224,29 @@ def _blinks(
     if pause_onsets_s.size:
         nxt = np.searchsorted(pause_onsets_s, times_s)
         ahead_s = np.where(nxt < pause_onsets_s.size, pause_onsets_s[np.minimum(nxt, pause_onsets_s.size - 1)], np.inf)
-        times_s = np.where(ahead_s - times_s < 0.6, ahead_s, times_s)
-        times_s = np.unique(times_s)
-    doubles = rng.random(times_s.size) < _DOUBLE_BLINK_P
-    times_s = np.sort(np.concatenate([times_s, times_s[doubles] + rng.uniform(0.3, 0.4, int(doubles.sum()))]))
-    starts = (times_s * fps).astype(np.int64)
-    starts = starts[starts < num_frames]
+        times_s = np.where(ahead_s - times_s < _BLINK_TO_PAUSE_S, ahead_s, times_s)
+    doubles = double_rng.random(count) < _DOUBLE_BLINK_P
+    seconds_s = times_s + delay_rng.uniform(0.3, 0.4, count)
     # closing in one frame, shut for one or two, opening over two: 160-200 ms
     profiles = np.array([[0.5, 1.0, 0.6, 0.25, 0.0], [0.5, 1.0, 1.0, 0.6, 0.25]])
-    chosen = profiles[rng.integers(0, 2, starts.size)]
-    frames = starts[:, None] + np.arange(profiles.shape[1])[None, :]
+    starts_s = np.concatenate([times_s, seconds_s[doubles]])
+    long_shut = np.concatenate([profile_rng.random(count), second_profile_rng.random(count)[doubles]]) < 0.5
+    starts = (starts_s * fps).astype(np.int64)
+    keep = starts < num_frames
+    frames = starts[keep, None] + np.arange(profiles.shape[1])[None, :]
+    chosen = profiles[long_shut[keep].astype(np.int64)]
     valid = frames < num_frames
     np.maximum.at(closure, frames[valid], chosen[valid])
     return closure
 
 
 def _head_pose(
-    rng: np.random.Generator, speech: Speech, style: MotionStyle, intents: np.ndarray, level: np.ndarray, fps: int
+    seed: np.random.SeedSequence,
+    speech: Speech,
+    style: MotionStyle,
+    intents: np.ndarray,
+    level: np.ndarray,
+    fps: int,
 ) -> np.ndarray:
     """(T, 6) yaw, pitch, roll (radians) and trans x, y, z."""
     num_frames = intents.shape[0]
@@ -191,15 +254,15 @@ def _head_pose(
     if num_frames == 0:
         return pose
     # how lively the head is: calm in pauses, more with loud or emphatic speech
-    activity = _smooth(0.25 + 0.45 * _smooth(level, 2.0) + 0.6 * intents, 0.25 * fps)
-    drift = {
-        axis: 0.75 * _filtered_noise(rng, num_frames, 0.45 * fps) + 0.65 * _filtered_noise(rng, num_frames, 1.5 * fps)
-        for axis in ("yaw", "pitch", "roll")
-    }
+    activity = _smooth(0.25 + 0.45 * _smooth(level, 2.0) + 0.6 * intents, _ACTIVITY_SIGMA_S * fps)
+    fast_sigma_s, slow_sigma_s = _DRIFT_SIGMAS_S
+    streams = iter(seed.spawn(6))  # one per axis and component
     for column, axis in enumerate(("yaw", "pitch", "roll")):
-        pose[:, column] = _DRIFT_STD_RAD[axis] * style.head_amplitude * activity * drift[axis]
+        drift = 0.75 * _filtered_noise(next(streams), num_frames, fast_sigma_s * fps)
+        drift += 0.65 * _filtered_noise(next(streams), num_frames, slow_sigma_s * fps)
+        pose[:, column] = _DRIFT_STD_RAD[axis] * style.head_amplitude * activity * drift
     # small pitch bobs with the syllable energy (band-passed loudness)
-    syllables = _smooth(level, 1.0) - _smooth(level, 0.5 * fps)
+    syllables = _smooth(level, 1.0) - _smooth(level, _SYLLABLE_TREND_SIGMA_S * fps)
     pose[:, 1] += 0.03 * style.head_amplitude * syllables
     # nods: chin down over _NOD_S, then a small rebound
     times_s = (np.arange(num_frames) + 0.5) / fps
@@ -250,7 +313,7 @@ def generate_motion(speech: Speech, style: MotionStyle, *, seed: int = 0, still:
     coeffs = np.zeros((num_frames, COMPACT70_DIMS), dtype=np.float64)
     for column, index in _MOUTH_TO_EXPRESSION.items():
         coeffs[:, index] = mouth[:, column]
-    closure = _blinks(np.random.default_rng(seeds[0]), num_frames, fps, style.blink_rate_per_min, intents)
+    closure = _blinks(seeds[0], num_frames, fps, style.blink_rate_per_min, intents)
     coeffs[:, ex.BLINK_LEFT] = closure
     coeffs[:, ex.BLINK_RIGHT] = closure
     brows = _smooth(_emphasis_envelope(speech, intents, fps, 0.8), 0.12 * fps)
@@ -258,6 +321,6 @@ def generate_motion(speech: Speech, style: MotionStyle, *, seed: int = 0, still:
     coeffs[:, ex.BROW_RAISE] = np.clip(0.55 * style.expressiveness * brows, 0.0, 1.0)
     coeffs[:, ex.SMILE] = np.clip(style.expressiveness * (0.08 + 0.25 * phrase), 0.0, 1.0)
     if not still:
-        pose = _head_pose(np.random.default_rng(seeds[1]), speech, style, intents, level, fps)
+        pose = _head_pose(seeds[1], speech, style, intents, level, fps)
         coeffs[:, ex.YAW : ex.TRANS_Z + 1] = pose
     return MotionTrack(coeffs=coeffs.astype(np.float32), fps=fps, layout="compact70", backend="embedded")

@@ -118,6 +118,17 @@ REST_LIP_PRESS = 1.0
 SILENCE_EASE_S = 0.08
 #: A space (word gap) longer than this is a real closure, seconds.
 _WORD_GAP_REST_S = 0.12
+#: The loudness that counts as full voice (level 1), dBFS of the 100 ms frame RMS. A fixed
+#: number, not the track's own 98th percentile, so the level of a frame never depends on
+#: audio still to come (streaming computes motion on the speech so far). The speech stage
+#: brings the first sentence's peak to -1 dBFS; on 12 tracks (3 scripts x mkbhd/ijustine x
+#: heart/joe) the 98th-percentile frame loudness was -14.5 dBFS on average (heart -14.3, joe
+#: -14.7, spread -17.1..-13.1) with the whole track's peak at -1 dBFS, and -12.7 (heart -13.4,
+#: joe -12.1) with the first sentence's; -13 is the latter rounded toward heart, the voice of
+#: both personas. The 40 ms window reads about 0.6 dB louder: the same reference serves.
+LOUDNESS_REFERENCE_DBFS = -13.0
+#: Frame loudness never reads below this, dBFS (60 dB under the full voice).
+LOUDNESS_FLOOR_DBFS = LOUDNESS_REFERENCE_DBFS - 60.0
 
 
 @dataclass(frozen=True)
@@ -202,27 +213,40 @@ def _hann_smooth(curves: np.ndarray, width_s: float) -> np.ndarray:
     window = np.hanning(taps + 2)[1:-1]
     window /= window.sum()
     pad = taps // 2
-    padded = np.pad(curves, ((pad, pad), (0, 0)), mode="edge")
-    out = np.empty_like(curves)
-    for column in range(curves.shape[1]):
-        out[:, column] = np.convolve(padded[:, column], window, mode="valid")
+    return convolve_valid(np.pad(curves, ((pad, pad), (0, 0)), mode="edge"), window)
+
+
+def convolve_valid(padded: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """'valid' convolution along the first axis of (N + K - 1, ...) with a (K,) kernel -> (N, ...).
+
+    Written as a sum of shifted copies, so every output adds the same products in the same
+    order whatever the array's length: the motion of a prefix of the speech agrees bit for
+    bit with the whole track's where both see the same inputs (np.convolve hands each sum to
+    a dot product whose rounding is the linear-algebra library's business).
+    """
+    count = padded.shape[0] - kernel.shape[0] + 1
+    out = np.zeros((max(count, 0),) + padded.shape[1:], dtype=np.float64)
+    for tap, weight in enumerate(kernel[::-1]):
+        out += weight * padded[tap : tap + count]
     return out
 
 
 def frame_loudness_db(
     audio: np.ndarray, sample_rate: int, fps: int, num_frames: int, window_s: float = 0.1
 ) -> np.ndarray:
-    """Loudness per video frame in dB: RMS over window_s centred on each frame, floored 60 dB below peak.
+    """Loudness per video frame in dBFS: RMS over window_s centred on each frame, floored at
+    LOUDNESS_FLOOR_DBFS.
 
     The energy is summed in 5 ms blocks first (window edges land on the block grid), which keeps this
-    to one pass over the samples. audio: float32 (num_samples,). Returns float64 (num_frames,).
+    to one pass over the samples. A frame reads only the audio within window_s / 2 + 5 ms of its
+    centre. audio: float32 (num_samples,). Returns float64 (num_frames,).
     """
-    samples = np.asarray(audio, dtype=np.float32)
+    samples = np.asarray(audio, dtype=np.float32).astype(np.float64)
     if num_frames == 0 or samples.size == 0:
-        return np.full(num_frames, -180.0)
+        return np.full(num_frames, LOUDNESS_FLOOR_DBFS)
     block_edges = np.unique(np.round(np.arange(0, samples.size / sample_rate * GRID_HZ) * sample_rate / GRID_HZ))
     block_edges = block_edges[block_edges < samples.size]
-    block_energy = np.add.reduceat(samples * samples, block_edges.astype(np.int64), dtype=np.float64)
+    block_energy = np.add.reduceat(samples * samples, block_edges.astype(np.int64))
     cumulative = np.concatenate([[0.0], np.cumsum(block_energy)])
     sample_at = np.append(block_edges, samples.size)
     centres_s = (np.arange(num_frames) + 0.5) / fps
@@ -231,15 +255,15 @@ def frame_loudness_db(
     count = sample_at[hi] - sample_at[lo]
     rms = np.sqrt(np.where(count > 0, (cumulative[hi] - cumulative[lo]) / np.maximum(count, 1), 0.0))
     db = 20.0 * np.log10(np.maximum(rms, 1e-9))
-    return np.maximum(db, db.max() - 60.0)
+    return np.maximum(db, LOUDNESS_FLOOR_DBFS)
 
 
-def loudness_level(loudness_db: np.ndarray, range_db: float = 36.0) -> np.ndarray:
-    """Per-frame loudness mapped to 0 (silence, range_db below the peak or quieter) .. 1 (peak)."""
-    if loudness_db.size == 0:
-        return loudness_db.copy()
-    peak_db = np.percentile(loudness_db, 98)
-    return np.clip((loudness_db - (peak_db - range_db)) / range_db, 0.0, 1.0)
+def loudness_level(
+    loudness_db: np.ndarray, range_db: float = 36.0, reference_db: float = LOUDNESS_REFERENCE_DBFS
+) -> np.ndarray:
+    """Per-frame loudness (dBFS) mapped to 0 (range_db below reference_db or quieter) .. 1 (reference_db
+    or louder). Frame by frame: a frame's level never depends on the rest of the track."""
+    return np.clip((loudness_db - (reference_db - range_db)) / range_db, 0.0, 1.0)
 
 
 def mouth_from_phonemes(phonemes: tuple[PhonemeTiming, ...], backend: str, level: np.ndarray, fps: int) -> np.ndarray:
@@ -290,7 +314,7 @@ def silence_closure(level: np.ndarray, fps: int) -> np.ndarray:
     radius = max(1, int(round(SILENCE_EASE_S * fps)))
     kernel = np.hanning(2 * radius + 3)[1:-1]
     kernel /= kernel.sum()
-    eased = np.convolve(np.pad(closed, radius, mode="edge"), kernel, mode="valid")
+    eased = convolve_valid(np.pad(closed, radius, mode="edge"), kernel)
     return (REST_LIP_PRESS * np.clip(eased, 0.0, 1.0)).astype(np.float32)
 
 
