@@ -54,6 +54,8 @@ JOB_FILES = (
     "manifest.json",
     "portrait.png",
 )
+#: A job's folders: the video's HLS stream while (and after) it is made.
+JOB_FOLDERS = ("stream",)
 
 
 #: The stage that runs after each one ("" = none has finished yet).
@@ -158,7 +160,7 @@ class Job:
         return job
 
     def path(self, name: str) -> Path:
-        if name not in JOB_FILES:
+        if name not in JOB_FILES and name not in JOB_FOLDERS:
             raise NotFoundError(f"no file {name!r} in a job: known files are {', '.join(JOB_FILES)}")
         return self.folder / name
 
