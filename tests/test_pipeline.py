@@ -21,7 +21,8 @@ def finished(tmp_path_factory):
 
 
 def test_events_stream_in_stage_order(finished):
-    _, events = finished
+    _, all_events = finished
+    events = [e for e in all_events if e.stage != "chunk"]  # the stream's segments (test_streaming.py)
     assert [e.stage for e in events] == ["script", "speech", "motion", "governor", "video", "done"]
     assert len({e.job_id for e in events}) == 1
     assert events[0].result.markup == SHORT and events[0].backend == "given"
@@ -53,7 +54,9 @@ def test_rerender_reuses_audio_and_motion_and_replaces_the_video(finished):
     audio_before = job.path("audio.wav").read_bytes()
     raw_before = job.read_array("motion_raw.npy")
     video_before = job.path("video.mp4").read_bytes()
-    stages = [e.stage for e in rerender(job.job_id, {"pause_gain": 0.3, "emphasis_gain": 1.4}, root=root)]
+    stages = [
+        e.stage for e in without_chunks(rerender(job.job_id, {"pause_gain": 0.3, "emphasis_gain": 1.4}, root=root))
+    ]
     assert stages == ["governor", "video", "done"]
     assert job.path("audio.wav").read_bytes() == audio_before
     assert np.array_equal(job.read_array("motion_raw.npy"), raw_before)
@@ -141,6 +144,11 @@ def cached_entry(job_id: str):
     return entry
 
 
+def without_chunks(events) -> list:
+    """The stage events of a run, without the stream's segments (test_streaming.py has those)."""
+    return [e for e in events if e.stage != "chunk"]
+
+
 def video_stage(root, job_id: str) -> dict:
     return Job.open(job_id, root).read_json("manifest.json")["stages"]["video"]
 
@@ -152,7 +160,7 @@ def test_one_slider_redraws_only_the_frames_it_changes_and_the_frames_are_right(
 
     root, job_id = fresh_job
     before = Job.open(job_id, root).read_array("motion_governed.npy")
-    events = list(rerender(job_id, {"pause_gain": 0.3}, root=root))
+    events = without_chunks(rerender(job_id, {"pause_gain": 0.3}, root=root))
     after = Job.open(job_id, root).read_array("motion_governed.npy")
     changed = ~np.all(before == after, axis=1)
     stage = video_stage(root, job_id)
@@ -173,7 +181,7 @@ def test_settings_that_do_not_change_the_motion_keep_the_video(fresh_job):
     root, job_id = fresh_job
     video = Job.open(job_id, root).path("video.mp4")
     stamp = video.stat().st_mtime_ns
-    events = list(rerender(job_id, {"expression_clamp_sigma": 2.0, "pose_smoothing_s": 0.5}, root=root))
+    events = without_chunks(rerender(job_id, {"expression_clamp_sigma": 2.0, "pose_smoothing_s": 0.5}, root=root))
     assert [e.stage for e in events] == ["governor", "video", "done"]
     assert events[1].notice.startswith("The motion is the same as in the last render") and "257" in events[1].notice
     assert video.stat().st_mtime_ns == stamp
@@ -198,7 +206,7 @@ def test_going_back_to_an_earlier_setting_gives_back_its_video_at_once(fresh_job
     list(rerender(job_id, {"enabled": False}, root=root))  # every frame changes: drawn and encoded
     ungoverned = video.read_bytes()
     assert ungoverned != governed and video_stage(root, job_id)["reused_frames"] < video_stage(root, job_id)["frames"]
-    events = list(rerender(job_id, {"enabled": True}, root=root))
+    events = without_chunks(rerender(job_id, {"enabled": True}, root=root))
     assert events[1].notice.startswith("The motion is the same as in an earlier render of this job")
     assert video.read_bytes() == governed
     stage = video_stage(root, job_id)
