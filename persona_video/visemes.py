@@ -120,12 +120,13 @@ SILENCE_EASE_S = 0.08
 _WORD_GAP_REST_S = 0.12
 #: The loudness that counts as full voice (level 1), dBFS of the 100 ms frame RMS. A fixed
 #: number, not the track's own 98th percentile, so the level of a frame never depends on
-#: audio still to come (streaming computes motion on the speech so far). The speech stage
-#: brings the first sentence's peak to -1 dBFS; on 12 tracks (3 scripts x mkbhd/ijustine x
-#: heart/joe) the 98th-percentile frame loudness was -14.5 dBFS on average (heart -14.3, joe
-#: -14.7, spread -17.1..-13.1) with the whole track's peak at -1 dBFS, and -12.7 (heart -13.4,
-#: joe -12.1) with the first sentence's; -13 is the latter rounded toward heart, the voice of
-#: both personas. The 40 ms window reads about 0.6 dB louder: the same reference serves.
+#: audio still to come (streaming computes motion on the speech so far). The streaming
+#: speech stage brings the first sentence's peak to -1 dBFS (before it, the whole track's).
+#: Measured on 12 tracks (3 scripts x mkbhd/ijustine x heart/joe), the 98th-percentile frame
+#: loudness averaged -14.5 dBFS (heart -14.3, joe -14.7, spread -17.1..-13.1) with the whole
+#: track's peak at -1 dBFS and -12.7 (heart -13.4, joe -12.1) with the first sentence's; -13
+#: is the latter rounded toward heart, the voice of both personas. The 40 ms window reads
+#: about 0.6 dB louder: the same reference serves.
 LOUDNESS_REFERENCE_DBFS = -13.0
 #: Frame loudness never reads below this, dBFS (60 dB under the full voice).
 LOUDNESS_FLOOR_DBFS = LOUDNESS_REFERENCE_DBFS - 60.0

@@ -18,7 +18,7 @@ from persona_video.script.markup import parse_markup
 from persona_video.script.sentences import split_sentences
 from persona_video.speech import synthesize_with_intent
 from persona_video.speech.timing import build_timing_map
-from persona_video.types import FPS, MotionTrack, ScriptIntent, Speech
+from persona_video.types import FPS, MotionTrack, ScriptIntent, SegmentSpan, Speech
 
 # sentences joined by pause markers and without, emphasis in most but not the first
 SCRIPT = (
@@ -80,6 +80,18 @@ def test_final_frames_counts_frames_that_end_a_lookahead_before_the_end():
     assert final_frames(5.0, 25, finished=False) == int(round((5.0 - MOTION_LOOKAHEAD_S) * 25))
     assert final_frames(MOTION_LOOKAHEAD_S / 2, 25, finished=False) == 0
     assert final_frames(10.03, 25, finished=True) == 250  # a part-frame at the end is no frame
+
+
+def test_timing_map_is_local_however_long_the_silence_after_a_sentence():
+    # a slow voice can leave more silence after a sentence than the lookahead: the frames in
+    # it must not wait for the next sentence's first word to know their intent
+    first = [SegmentSpan(0, "neutral", 0.0, "a", 0.2, 1.0), SegmentSpan(1, "emphasis", 1.0, "b", 1.0, 1.6)]
+    later = [SegmentSpan(2, "neutral", 0.0, "c", 3.6, 4.0), SegmentSpan(3, "pause", 0.0, "", 4.0, 4.6)]
+    whole = build_timing_map(first + later, 5.0)
+    prefix = build_timing_map(first, 3.6)
+    final = final_frames(3.6, FPS, finished=False)
+    assert np.array_equal(prefix.frame_intents[:final], whole.frame_intents[:final])
+    assert whole.frame_intents[int(2.5 * FPS)] == 0.0 and whole.frame_intents[int(1.65 * FPS)] == 1.0
 
 
 def test_timing_map_of_a_prefix_agrees_on_its_final_frames(case):
