@@ -165,35 +165,48 @@ def run_streamed(
     progress = _Progress()
     animator = portrait.animator
     metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
-    encoder = HlsEncoder(
-        job.path(STREAM_DIR), animator.width, animator.height, sample_rate=speech_stream.sample_rate, metadata=metadata
-    )
+    size = (animator.width, animator.height)
+    encoder = HlsEncoder(job.path(STREAM_DIR), *size, sample_rate=speech_stream.sample_rate, metadata=metadata)
+    encoding = False
+    video_error: Exception | None = None  # the video failed: the speech goes on, to be kept
     threads.start("script-writer", _write, threads, script_events)
     threads.start("speech", _speak, threads, speech_stream, cancel)
     stage = "script"
     finished = False
     try:
-        with encoder:
-            while not finished:
-                kind, item = _next_report(threads, cancel)
-                if kind == "failed":
-                    stage = item.stage
-                    raise item.error
-                if kind == "event":
-                    if item.stage == "script":
-                        stage = "speech"
-                    yield item
-                    continue
-                chunk, speech, finished, seconds = item
-                progress.seconds["speech"] += seconds
-                stage = "video"
-                _advance(encoder, request, persona, config, animator, progress, chunk, speech, finished)
-                for segment in encoder.new_segments():
-                    yield _chunk_event(job, segment, started, progress)
-            stage = "video"
-            for segment in encoder.close():
+        while not finished:
+            kind, item = _next_report(threads, cancel)
+            if kind == "failed":
+                stage = item.stage
+                raise item.error
+            if kind == "event":
+                if item.stage == "script":
+                    stage = "speech"
+                yield item
+                continue
+            chunk, speech, finished, seconds = item
+            progress.seconds["speech"] += seconds
+            _plan(request, persona, config, progress, speech)
+            if video_error is not None:
+                continue
+            try:
+                if not encoding:
+                    encoder.__enter__()
+                    encoding = True
+                _draw(encoder, animator, progress, chunk, speech, finished)
+                segments = encoder.close() if finished else encoder.new_segments()
+            except Exception as e:  # noqa: BLE001  (kept, and raised once the speech is saved)
+                video_error = e
+                if encoding:
+                    encoder.abort()
+                continue
+            for segment in segments:
                 yield _chunk_event(job, segment, started, progress)
-            yield from _finish(job, encoder, portrait, config, progress, started)
+        yield from _save_stages(job, config, progress)
+        stage = "video"
+        if video_error is not None:
+            raise video_error
+        yield from _finish(job, encoder, portrait, progress, started)
     except Cancelled:
         if job.manifest.get("state") == "running":
             job.set_state("cancelled", cancelled_in=stage, finished=time.time())
@@ -210,6 +223,8 @@ def run_streamed(
         raise StageError(stage, f"{type(e).__name__}: {e}") from e
     finally:
         threads.close()
+        if encoding:
+            encoder.abort()  # nothing when it finished; stops ffmpeg when the job did not
 
 
 def _next_report(threads: _Threads, cancel: threading.Event | None) -> tuple[str, Any]:
@@ -223,25 +238,11 @@ def _next_report(threads: _Threads, cancel: threading.Event | None) -> tuple[str
             continue
 
 
-def _advance(
-    encoder: HlsEncoder,
-    request: Request,
-    persona: Persona,
-    config: GovernorConfig,
-    animator: Any,
-    progress: _Progress,
-    chunk: Any,
-    speech: Speech,
-    finished: bool,
-) -> None:
-    """One more piece of speech: its audio into the stream, the motion planned on everything
-    spoken so far, and the frames that are now final drawn and encoded."""
-    from .motion import final_frames, generate_motion
-    from .video import render_ahead
+def _plan(request: Request, persona: Persona, config: GovernorConfig, progress: _Progress, speech: Speech) -> None:
+    """The motion planned and governed on everything spoken so far (its final frames are those
+    of the finished track: ``motion.final_frames``)."""
+    from .motion import generate_motion
 
-    encoder.write_audio(chunk.audio)
-    if not finished:
-        progress.sentence_ends.append(speech.duration_s)
     clock = time.perf_counter()
     track = generate_motion(speech, persona.motion, seed=request.seed, still=request.still)
     progress.seconds["motion"] += time.perf_counter() - clock
@@ -249,8 +250,23 @@ def _advance(
     governed, gains = govern(track, speech.timing, config)
     progress.seconds["governor"] += time.perf_counter() - clock
     progress.speech, progress.track, progress.governed, progress.gains = speech, track, governed, gains
-    ready = final_frames(speech.duration_s, speech.timing.fps, finished) if not finished else governed.num_frames
-    ready = min(ready, governed.num_frames)
+
+
+def _draw(encoder: HlsEncoder, animator: Any, progress: _Progress, chunk: Any, speech: Speech, finished: bool) -> None:
+    """One more piece of speech into the stream, and the frames that are now final drawn and encoded."""
+    from .motion import final_frames
+    from .video import render_ahead
+
+    encoder.write_audio(chunk.audio)
+    if not finished:
+        progress.sentence_ends.append(speech.duration_s)
+    governed = progress.governed
+    assert governed is not None
+    ready = (
+        governed.num_frames
+        if finished
+        else min(final_frames(speech.duration_s, speech.timing.fps, False), governed.num_frames)
+    )
     if ready <= progress.frames_done:
         return
     clock = time.perf_counter()
@@ -274,29 +290,38 @@ def _chunk_event(job: Job, segment: StreamSegment, started: float, progress: _Pr
     return StageEvent("chunk", job.job_id, "embedded", time.perf_counter() - started, segment)
 
 
-def _finish(
-    job: Job, encoder: HlsEncoder, portrait: Portrait, config: GovernorConfig, progress: _Progress, started: float
-) -> Iterator[StageEvent]:
-    """The finished job's files and events, as a batch run leaves them."""
-    from .captions import write_webvtt
-    from .pipeline import StageEvent, _reuse_notice
+def _save_stages(job: Job, config: GovernorConfig, progress: _Progress) -> Iterator[StageEvent]:
+    """The finished speech, motion and governor: their files and events, as a batch run leaves them."""
+    from .pipeline import StageEvent
     from .stages import save_speech
 
     speech, track, governed, gains = progress.speech, progress.track, progress.governed, progress.gains
-    assert speech is not None and track is not None and governed is not None
+    assert speech is not None and track is not None and governed is not None and gains is not None
     save_speech(job, speech)
+    seconds = progress.seconds
     job.record_stage(
-        "speech", speech.backend, progress.seconds["speech"], voice=speech.voice, audio_s=round(speech.duration_s, 3)
+        "speech", speech.backend, seconds["speech"], voice=speech.voice, audio_s=round(speech.duration_s, 3)
     )
     job.add_notice(speech.notice)
-    yield StageEvent("speech", job.job_id, speech.backend, progress.seconds["speech"], speech, speech.notice)
+    yield StageEvent("speech", job.job_id, speech.backend, seconds["speech"], speech, speech.notice)
     job.write_array("motion_raw.npy", track.coeffs)
-    job.record_stage("motion", track.backend, progress.seconds["motion"], frames=track.num_frames)
-    yield StageEvent("motion", job.job_id, track.backend, progress.seconds["motion"], track)
+    job.record_stage("motion", track.backend, seconds["motion"], frames=track.num_frames)
+    yield StageEvent("motion", job.job_id, track.backend, seconds["motion"], track)
     job.write_array("motion_governed.npy", governed.coeffs)
     job.write_json("gains.json", {"config": config.to_dict(), "gains": [round(float(g), 4) for g in gains]})
-    job.record_stage("governor", "numpy", progress.seconds["governor"])
-    yield StageEvent("governor", job.job_id, "numpy", progress.seconds["governor"], (governed, gains, config))
+    job.record_stage("governor", "numpy", seconds["governor"])
+    yield StageEvent("governor", job.job_id, "numpy", seconds["governor"], (governed, gains, config))
+
+
+def _finish(
+    job: Job, encoder: HlsEncoder, portrait: Portrait, progress: _Progress, started: float
+) -> Iterator[StageEvent]:
+    """The finished video: the stream's packets into the job's MP4, its captions, the done event."""
+    from .captions import write_webvtt
+    from .pipeline import StageEvent, _reuse_notice
+
+    speech, governed = progress.speech, progress.governed
+    assert speech is not None and governed is not None
     clock = time.perf_counter()
     out = encoder.finish(job.path("video.mp4"))
     write_webvtt(speech.timing.spans, job.path("captions.vtt"))

@@ -73,12 +73,18 @@ def drain(events) -> tuple[list[dict], str | None]:
     return updates, message
 
 
+def value_of(update):
+    """An output's new value: the value itself, or the one a gr.update carries (None when it
+    only changes a property, such as the finished player shown in place of the live one)."""
+    return update.get("value") if isinstance(update, dict) else update
+
+
 def first_index(updates: list[dict], name: str) -> int:
-    return next(i for i, u in enumerate(updates) if u.get(name) not in (None, ""))
+    return next(i for i, u in enumerate(updates) if value_of(u.get(name)) not in (None, ""))
 
 
 def last(updates: list[dict], name: str):
-    return [u[name] for u in updates if name in u][-1]
+    return [value_of(u[name]) for u in updates if name in u and value_of(u[name]) is not None][-1]
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +158,7 @@ def test_speak_without_a_job_speaks_the_pasted_script(outputs: Path) -> None:
 def test_an_empty_prompt_is_a_message_not_a_traceback(outputs: Path) -> None:
     updates, error = drain(ui_events.generate(*form(prompt="   ")))
     assert error is not None and "prompt is empty" in error
-    assert updates[0]["video"] is None  # the previous result was cleared first
+    assert value_of(updates[0]["video"]) is None  # the previous result was cleared first
 
 
 def test_a_failed_stage_keeps_the_earlier_results(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,7 +167,7 @@ def test_a_failed_stage_keeps_the_earlier_results(outputs: Path, monkeypatch: py
     updates, error = drain(ui_events.generate(*form()))
     assert error is not None and "ffmpeg" in error
     assert last(updates, "script") and last(updates, "audio") and isinstance(last(updates, "plot"), Figure)
-    assert all(u.get("video") is None for u in updates)
+    assert all(value_of(u.get("video")) is None for u in updates)
     assert "**Error:**" in updates[-1]["status"] and "| governor |" in updates[-1]["stages"]
     manifest = Job.open(last(updates, "job_id")).manifest
     assert manifest["state"] == "failed" and manifest["error"]["stage"] == "video"
@@ -231,4 +237,4 @@ def test_page_wires_every_event_with_an_api_name() -> None:
     names = {fn.api_name for fn in demo.fns.values()}
     assert {"generate", "speak_script", "rerender", "persona_defaults", "reset", "pick_persona"} <= names
     reset = ui_events.reset()
-    assert reset["job_id"] is None and reset["prompt"] == "" and reset["video"] is None
+    assert reset["job_id"] is None and reset["prompt"] == "" and value_of(reset["video"]) is None
