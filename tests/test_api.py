@@ -81,9 +81,26 @@ def test_job_streams_stage_events_and_reports_its_result(client):
     job_id = accepted.json()["job_id"]
     assert accepted.json()["state"] in ("queued", "running")
     events = sse_events(client, f"/api/jobs/{job_id}/events")
+    chunks = [data for kind, data in events if kind == "stage" and data["stage"] == "chunk"]
+    events = [(kind, data) for kind, data in events if data.get("stage") != "chunk"]
     stages = [data["stage"] for kind, data in events if kind == "stage"]
     assert stages == ["script", "speech", "motion", "governor", "video", "done"]
     assert events[0][1]["script"] == SHORT and events[1][1]["voice"] == "heart"
+    # one event per finished segment of the stream: index, time span, URL
+    assert [c["index"] for c in chunks] == list(range(len(chunks))) and len(chunks) >= 2
+    assert chunks[0]["start_s"] == 0.0 and chunks[0]["end_s"] == pytest.approx(1.0)
+    assert chunks[0]["playlist"] == f"/api/jobs/{job_id}/stream.m3u8"
+    segment = client.get(chunks[0]["url"])
+    assert segment.status_code == 200 and segment.headers["content-type"] == "video/mp2t"
+    assert segment.content[0] == 0x47  # an MPEG-TS packet
+    playlist = client.get(f"/api/jobs/{job_id}/stream.m3u8")
+    assert playlist.status_code == 200 and playlist.headers["content-type"].startswith("application/vnd.apple.mpegurl")
+    lines = playlist.text.splitlines()
+    assert lines[0] == "#EXTM3U" and "#EXT-X-ENDLIST" in lines
+    assert [line for line in lines if line.endswith(".ts")] == [
+        c["url"].rsplit("/", 2)[-2] + "/" + c["url"].rsplit("/", 1)[-1] for c in chunks
+    ]
+    assert accepted.json()["stream_url"].endswith(f"/api/jobs/{job_id}/stream.m3u8")
     kind, final = events[-1]
     assert kind == "end" and final["state"] == "done"
     status = client.get(f"/api/jobs/{job_id}").json()
@@ -95,7 +112,7 @@ def test_job_streams_stage_events_and_reports_its_result(client):
     assert captions.status_code == 200 and captions.text.startswith("WEBVTT")
     # A late subscriber replays the whole history, then the end.
     again = sse_events(client, f"/api/jobs/{job_id}/events")
-    assert [d["stage"] for k, d in again if k == "stage"] == stages
+    assert [d["stage"] for k, d in again if k == "stage" and d["stage"] != "chunk"] == stages
 
 
 def test_events_follow_a_job_run_outside_the_queue(client, outputs):
@@ -105,11 +122,24 @@ def test_events_follow_a_job_run_outside_the_queue(client, outputs):
     streamed = []
     reader = threading.Thread(target=lambda: streamed.extend(sse_events(client, f"/api/jobs/{first.job_id}/events")))
     reader.start()
-    rest = [event.stage for event in events]
+    rest = [event.stage for event in events if event.stage != "chunk"]
     reader.join(60)
     assert rest == ["speech", "motion", "governor", "video", "done"]
     assert [d["stage"] for k, d in streamed if k == "stage"] == ["script", "speech", "motion", "governor", "video"]
     assert streamed[-1][0] == "end" and streamed[-1][1]["state"] == "done"
+
+
+def test_stream_of_an_unknown_job_or_segment_says_what_to_do(client):
+    job_id = client.post("/api/jobs", json={"script": SHORT, "seed": 1}).json()["job_id"]
+    wait_for(client, job_id)
+    for path, words in (
+        (f"/api/jobs/{job_id}/stream/manifest.json", "segments are named"),
+        (f"/api/jobs/{job_id}/stream/seg_00999.ts", "read its playlist"),
+        (f"/api/jobs/{'0' * 32}/stream.m3u8", "no job"),
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 404, (path, answer.text)
+        assert words in answer.text, (path, answer.text)
 
 
 def test_rerender_replaces_the_video_and_keeps_the_audio(client):
@@ -121,7 +151,9 @@ def test_rerender_replaces_the_video_and_keeps_the_audio(client):
     answer = client.post(f"/api/jobs/{job_id}/rerender", json={"pause_gain": 0.2, "emphasis_gain": 1.4})
     assert answer.status_code == 202, answer.text
     events = sse_events(client, f"/api/jobs/{job_id}/events")
-    assert [d["stage"] for k, d in events if k == "stage"] == ["governor", "video", "done"]
+    stages = [d["stage"] for k, d in events if k == "stage"]
+    assert "chunk" in stages  # the re-render streams too
+    assert [stage for stage in stages if stage != "chunk"] == ["governor", "video", "done"]
     assert events[-1][1]["state"] == "done"
     assert job.path("audio.wav").read_bytes() == audio_before
     assert job.path("video.mp4").read_bytes() != video_before
