@@ -331,3 +331,21 @@ def test_drawn_teeth_take_the_portraits_light(animators):
     # the shipped portrait is a warm photograph: its drawn teeth are warmer than neutral ivory
     rest = animators["grace_hopper"].mouth_rest.teeth_rgb
     assert rest[0] / rest[2] > _TEETH_RGB[0] / _TEETH_RGB[2]
+
+
+def test_the_video_stage_draws_the_animators_pixels_exactly(animators):
+    """Frames through the video stage's renderer (two threads a few frames ahead, frames already
+    in the store kept) are the animator's own frames bit for bit."""
+    from persona_video.encode import rgb_to_yuv
+    from persona_video.render.bench import speech_like_coeffs
+    from persona_video.video import render_ahead
+
+    animator = animators["astronaut"]
+    track = speech_like_coeffs(30)
+    expected = np.stack([rgb_to_yuv(animator.render_frame(row)) for row in track])
+    assert np.array_equal(np.stack(list(render_ahead(animator, track))), expected)
+    store, same = np.zeros_like(expected), np.arange(30) % 3 == 0
+    store[same] = expected[same]
+    frames = list(render_ahead(animator, track, store, same))
+    assert all(np.shares_memory(frame, store[i]) for i, frame in enumerate(frames))
+    assert np.array_equal(store, expected)
