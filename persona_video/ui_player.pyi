@@ -24,8 +24,6 @@ from .probe import _stderr_tail, ffmpeg_exe
 
 logger = logging.getLogger(__name__)
 
-from gradio.events import Dependency
-
 class LivePlayer(gr.Video):
     """A streaming gr.Video whose chunks are paths of finished segments of a job's stream."""
 
@@ -65,12 +63,14 @@ class LivePlayer(gr.Video):
         if result.returncode != 0:
             raise StageError("video", f"could not join the streamed segments: {_stderr_tail(result.stderr)}")
         return FileData(path=str(out), is_stream=False, orig_name="video-stream.mp4")
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
+
     if TYPE_CHECKING:
         from gradio.components import Timer
         from gradio.components.base import Component
-
 
 #: Runs in the browser when the finished video arrives: it takes over where the live player has
 #: got to, so the viewer sees one video go on, not a restart from zero.

@@ -15,10 +15,9 @@ from persona_video.governor import govern
 from persona_video.motion import MOTION_LOOKAHEAD_S, final_frames, generate_motion
 from persona_video.personas import load_persona
 from persona_video.script.markup import parse_markup
-from persona_video.script.sentences import split_sentences
 from persona_video.speech import synthesize_with_intent
 from persona_video.speech.timing import build_timing_map
-from persona_video.types import FPS, MotionTrack, ScriptIntent, SegmentSpan, Speech
+from persona_video.types import FPS, MotionTrack, ScriptIntent, SegmentSpan, Speech, split_sentences
 
 # sentences joined by pause markers and without, emphasis in most but not the first
 SCRIPT = (
