@@ -15,7 +15,7 @@ import os
 # First: on a ZeroGPU Space, `spaces` must be imported before anything imports torch, and
 # its GPU function must exist before the server starts (persona_video/zerogpu.py).
 import persona_video.zerogpu  # noqa: F401, I001
-from persona_video.ui import build_ui
+from persona_video.app.layout import build_ui
 
 __all__ = ["build_ui", "main"]
 
@@ -28,7 +28,7 @@ def main() -> None:
 
         serve(os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     else:
-        from persona_video.ui import launch
+        from persona_video.app.layout import launch
 
         launch()
 

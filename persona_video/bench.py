@@ -119,8 +119,8 @@ def _lower_bound(root: Path, job_id: str) -> dict[str, float]:
     speech encoded alone (one x264 thread, as in the pipeline), the two overlapped on two cores."""
     import cv2
 
-    from .hls import HlsEncoder
-    from .jobs import Job
+    from .encode.hls import HlsEncoder
+    from .jobs.folder import Job
     from .personas import load_persona
     from .pipeline import Request
     from .speech import read_wav
@@ -131,7 +131,7 @@ def _lower_bound(root: Path, job_id: str) -> dict[str, float]:
     animator = load_job_portrait(job, load_persona(request.persona), request).animator
     coeffs = job.read_array("motion_governed.npy").astype("float32")
     audio, rate = read_wav(job.path("audio.wav"))
-    from .encode import rgb_to_yuv
+    from .encode.encoder import rgb_to_yuv
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -257,7 +257,7 @@ def run_bench(repeat: int = 3, *, local_model: bool = True) -> dict:
     """Measure everything; returns a dict of figures, ratios and the targets they are held to."""
     import cv2
 
-    from .jobs import Job
+    from .jobs.folder import Job
     from .pipeline import rerender
 
     cold = _cold_start_s()

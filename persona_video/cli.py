@@ -250,7 +250,7 @@ def cmd_personas(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.broker:
-        from .bench_broker import format_broker, run_broker_bench
+        from .jobs.bench import format_broker, run_broker_bench
 
         report = run_broker_bench(jobs=max(3, 4 * args.repeat))
         print(json.dumps(report, indent=2) if args.json else format_broker(report))
@@ -328,7 +328,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .worker_process import worker_main
+    from .jobs.worker_process import worker_main
 
     queues = [queue.strip() for queue in args.queue.split(",") if queue.strip()]
     return worker_main(queues, args.concurrency, "DEBUG" if args.verbose else "INFO")

@@ -26,10 +26,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .api import router
+from .api.routes import router
 from .errors import PersonaVideoError
-from .job_queue import JobRunner, QueueFull, error_code, runner_from_env
-from .retention import RetentionPolicy, apply_retention
+from .jobs.queue import JobRunner, QueueFull, error_code, runner_from_env
+from .jobs.retention import RetentionPolicy, apply_retention
 from .settings import env_number
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def create_server(blocks: Any = None, *, queue: JobRunner | None = None, max_bod
         queue of PERSONA_VIDEO_QUEUE_SIZE waiting jobs, retention after each job).
     max_body_bytes: request size limit under /api (default PERSONA_VIDEO_MAX_UPLOAD_MB).
     """
-    from .frame_cache import budget_bytes
+    from .render.frame_cache import budget_bytes
 
     policy = RetentionPolicy.from_env()  # a bad setting stops the server at start, not later
     budget_bytes()  # the same for PERSONA_VIDEO_FRAME_CACHE_MB
@@ -194,7 +194,7 @@ def create_server(blocks: Any = None, *, queue: JobRunner | None = None, max_bod
 def _build_blocks() -> Any:
     """The Gradio page, or None (API alone) when the UI module is not there."""
     try:
-        from .ui import build_ui
+        from .app.layout import build_ui
     except ImportError as e:
         logger.warning("serving the API alone: the web page cannot be built (%s)", e)
         return None
@@ -208,10 +208,10 @@ def warm_up(script_model: bool = True) -> float:
     (``warm_script_model``). Returns the seconds it took. A failure is logged and left for the
     request that needs the part to report."""
     from .errors import PersonaVideoError
-    from .heavy.preload import preload_heavy_models
     from .personas import list_personas
     from .speech.voices import EMBEDDED_VOICES, get_voice
     from .stages import load_portrait_for
+    from .weights.preload import preload_heavy_models
 
     started = time.perf_counter()
     for persona in list_personas():
@@ -272,8 +272,8 @@ def serve(host: str | None = None, port: int | None = None) -> None:
 
     host = host or os.environ.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT", "").strip() or os.environ.get("PORT", "").strip() or 7860)
-    from .broker import BrokerError
-    from .remote_queue import shared_broker_queue
+    from .jobs.broker import BrokerError
+    from .jobs.remote import shared_broker_queue
 
     try:
         shared_broker_queue()  # a wrong or unreachable broker stops the server at once, naming the variable

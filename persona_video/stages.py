@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import BackendUnavailable, InputError
-from .jobs import Job
+from .jobs.folder import Job
 from .personas import Persona
 from .types import IntentTimingMap, MotionTrack, Script, Speech
 
@@ -197,7 +197,7 @@ def speak(script: Script, persona: Persona, request: Request) -> Speech:
 
 
 def save_speech(job: Job, speech: Speech) -> None:
-    from .resume import speech_record
+    from .pipeline.resume import speech_record
     from .speech import write_wav
 
     write_wav(job.tmp_path("audio.wav"), speech.audio, speech.sample_rate)
@@ -228,12 +228,12 @@ def motion_backend_for(request: Request) -> str:
 
 def move(speech: Speech, persona: Persona, request: Request, job: Job, portrait: Portrait) -> MotionTrack:
     if motion_backend_for(request) == "sadtalker":
-        from .heavy.sadtalker_stage import sadtalker_motion
+        from .motion.sadtalker import sadtalker_motion
 
         return sadtalker_motion(
             job.folder, job.path("audio.wav"), portrait.image, speech.timing.num_frames, request.still, request.framing
         )
-    from .motion import generate_motion
+    from .motion.generator import generate_motion
 
     return generate_motion(speech, persona.motion, seed=request.seed, still=request.still)
 

@@ -9,9 +9,9 @@ import pytest
 from api_support import isolate, wait_for
 from fastapi.testclient import TestClient
 
-from persona_video.jobs import Job
+from persona_video.encode.probe import probe
+from persona_video.jobs.folder import Job
 from persona_video.pipeline import Request, run
-from persona_video.probe import probe
 from persona_video.server import create_server
 
 SHORT = "So, [pause 0.3] this is *seriously* fast."
@@ -212,7 +212,7 @@ def test_retention_runs_after_each_job(outputs, monkeypatch):
 
 
 def test_page_and_api_share_one_server(outputs):
-    from persona_video.ui import build_ui
+    from persona_video.app.layout import build_ui
 
     with TestClient(create_server(build_ui())) as client:
         page = client.get("/")
@@ -228,8 +228,8 @@ def test_page_and_api_run_one_pipeline_at_a_time(outputs):
     streaming keeps an API job queued, and a page run waits (saying so) for an API job."""
     import time
 
-    from persona_video import ui_events
-    from persona_video.job_queue import PIPELINE_SLOT
+    from persona_video.app import events as ui_events
+    from persona_video.jobs.queue import PIPELINE_SLOT
 
     with TestClient(create_server()) as client:
         page = ui_events.speak_edited(None, "So, [pause 0.3] one at a time.", "mkbhd")

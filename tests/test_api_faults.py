@@ -13,7 +13,7 @@ import pytest
 from api_support import isolate, wait_for
 from fastapi.testclient import TestClient
 
-from persona_video.jobs import Job
+from persona_video.jobs.folder import Job
 from persona_video.server import create_server
 
 

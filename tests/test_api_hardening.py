@@ -14,7 +14,7 @@ from api_support import isolate, wait_for
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from persona_video.jobs import Job
+from persona_video.jobs.folder import Job
 from persona_video.render import load_portrait
 from persona_video.server import create_server
 

@@ -12,8 +12,8 @@ import pytest
 from api_support import isolate, wait_for
 from fastapi.testclient import TestClient
 
-from persona_video.job_queue import JobQueue
-from persona_video.jobs import Job
+from persona_video.jobs.folder import Job
+from persona_video.jobs.queue import JobQueue
 from persona_video.server import BackgroundServer, create_server
 
 #: Allowed growth of resident memory from job 2 to job 20, bytes.

@@ -17,7 +17,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
-from persona_video.job_queue import JobQueue
+from persona_video.jobs.queue import JobQueue
 from persona_video.server import BackgroundServer, create_server
 
 #: Generated cases per operation and generation mode (valid inputs, invalid inputs).

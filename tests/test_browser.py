@@ -240,7 +240,7 @@ def test_the_video_plays_while_it_is_made(app_url: str, browser, tmp_path: Path)
     import numpy as np
 
     from persona_video.bench import BENCH_SCRIPT
-    from persona_video.probe import ffmpeg_exe
+    from persona_video.encode.probe import ffmpeg_exe
 
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(app_url)

@@ -11,9 +11,9 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from persona_video.encode import VideoEncoder, encode_video, webvtt_cues, write_webvtt
+from persona_video.encode.encoder import VideoEncoder, encode_video, webvtt_cues, write_webvtt
+from persona_video.encode.probe import ffmpeg_exe, probe
 from persona_video.errors import StageError
-from persona_video.probe import ffmpeg_exe, probe
 from persona_video.types import SegmentSpan
 
 WIDTH, HEIGHT, FPS = 192, 128, 25

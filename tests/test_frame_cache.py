@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from persona_video.frame_cache import BLOCK_FRAMES, CachedRender, FrameCache, frame_store
+from persona_video.render.frame_cache import BLOCK_FRAMES, CachedRender, FrameCache, frame_store
 
 H, W = 16, 12  # frames of (24, 12) bytes in YUV 4:2:0
 
@@ -70,7 +70,7 @@ def test_a_different_track_shape_reuses_nothing(rows):
 
 
 def test_kept_videos_are_found_by_their_coefficients_and_bounded(monkeypatch):
-    from persona_video import frame_cache
+    from persona_video.render import frame_cache
 
     cache = FrameCache()
     rng = np.random.default_rng(1)

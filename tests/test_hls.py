@@ -10,10 +10,10 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from persona_video.encode import rgb_to_yuv
+from persona_video.encode.encoder import rgb_to_yuv
+from persona_video.encode.hls import SEGMENT_S, HlsEncoder, concatenated_segments, is_segment_name, read_playlist
+from persona_video.encode.probe import ffmpeg_exe, probe
 from persona_video.errors import StageError
-from persona_video.hls import SEGMENT_S, HlsEncoder, concatenated_segments, is_segment_name, read_playlist
-from persona_video.probe import ffmpeg_exe, probe
 
 SIZE = 128
 FPS = 25
@@ -132,7 +132,7 @@ def test_odd_size_is_an_error(tmp_path: Path) -> None:
 
 
 def test_unfinished_stream_cannot_be_assembled(tmp_path: Path) -> None:
-    from persona_video.hls import remux_stream
+    from persona_video.encode.hls import remux_stream
 
     with pytest.raises(StageError, match="is not finished"):
         remux_stream(tmp_path, tmp_path / "video.mp4")

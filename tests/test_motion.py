@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from persona_video import expression as ex
-from persona_video.motion import generate_motion
+from persona_video.motion.generator import generate_motion
 from persona_video.personas import MotionStyle, load_persona
 from persona_video.script.markup import parse_markup
 from persona_video.speech import synthesize_with_intent

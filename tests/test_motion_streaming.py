@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from persona_video.governor import govern
-from persona_video.motion import MOTION_LOOKAHEAD_S, final_frames, generate_motion
+from persona_video.motion.generator import MOTION_LOOKAHEAD_S, final_frames, generate_motion
 from persona_video.personas import load_persona
 from persona_video.script.markup import parse_markup
 from persona_video.speech import synthesize_with_intent

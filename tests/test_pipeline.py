@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from persona_video.encode.probe import probe
 from persona_video.errors import InputError, NotFoundError, StageError
-from persona_video.jobs import JOB_FILES, Job
+from persona_video.jobs.folder import JOB_FILES, Job
 from persona_video.pipeline import Request, rerender, run, speak_script
-from persona_video.probe import probe
 
 SHORT = "So, [pause 0.4] this is *seriously* fast. It costs *599 dollars*."
 
@@ -129,7 +129,7 @@ def test_heavy_backends_asked_for_by_name_say_what_is_missing(tmp_path, monkeypa
 
 @pytest.fixture
 def fresh_job(tmp_path):
-    from persona_video.frame_cache import FRAMES
+    from persona_video.render.frame_cache import FRAMES
 
     FRAMES.clear()
     events = list(run(Request(persona="ijustine", script=SHORT, seed=5), root=tmp_path))
@@ -137,7 +137,7 @@ def fresh_job(tmp_path):
 
 
 def cached_entry(job_id: str):
-    from persona_video.frame_cache import FRAMES
+    from persona_video.render.frame_cache import FRAMES
 
     entry = next((e for e in [FRAMES._entry] if e is not None and e.key[0] == job_id), None)
     assert entry is not None, "the last render is not in the frame cache"
@@ -154,7 +154,7 @@ def video_stage(root, job_id: str) -> dict:
 
 
 def test_one_slider_redraws_only_the_frames_it_changes_and_the_frames_are_right(fresh_job):
-    from persona_video.encode import rgb_to_yuv
+    from persona_video.encode.encoder import rgb_to_yuv
     from persona_video.personas import load_persona
     from persona_video.stages import load_portrait_for
 
@@ -219,7 +219,7 @@ def test_going_back_to_an_earlier_setting_gives_back_its_video_at_once(fresh_job
 
 
 def test_a_failed_render_leaves_no_cached_frames(fresh_job, tmp_path, monkeypatch):
-    from persona_video.frame_cache import FRAMES
+    from persona_video.render.frame_cache import FRAMES
 
     root, job_id = fresh_job
     exe = tmp_path / "ffmpeg"
@@ -235,7 +235,7 @@ def test_a_failed_render_leaves_no_cached_frames(fresh_job, tmp_path, monkeypatc
 
 
 def test_the_frame_cache_can_be_turned_off_and_checks_its_setting(fresh_job, monkeypatch):
-    from persona_video.frame_cache import FRAMES, budget_bytes
+    from persona_video.render.frame_cache import FRAMES, budget_bytes
 
     root, job_id = fresh_job
     monkeypatch.setenv("PERSONA_VIDEO_FRAME_CACHE_MB", "0")

@@ -9,10 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from persona_video import expression as ex
 from persona_video.errors import InputError
 from persona_video.render import PortraitAnimator, detect_all_faces, detect_face, load_portrait
 from persona_video.render.portraits import decode_portrait
+from persona_video.types import (
+    EXPRESSION_NAMES,
+    JAW_OPEN,
+    MAX_PITCH_RAD,
+    MAX_ROLL_RAD,
+    MAX_YAW_RAD,
+    PITCH,
+    ROLL,
+    TRANS_X,
+    TRANS_Z,
+    YAW,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +46,7 @@ def animators(grace, astronaut) -> dict[str, PortraitAnimator]:
 
 def coeffs(**named: float) -> np.ndarray:
     out = np.zeros(70, dtype=np.float32)
-    index = {name: i for i, name in ex.EXPRESSION_NAMES.items()} | {"yaw": ex.YAW, "pitch": ex.PITCH, "roll": ex.ROLL}
+    index = {name: i for i, name in EXPRESSION_NAMES.items()} | {"yaw": YAW, "pitch": PITCH, "roll": ROLL}
     for name, value in named.items():
         out[index[name]] = value
     return out
@@ -171,7 +182,7 @@ def test_yaw_turns_the_head_and_leaves_the_far_background_identical(animators, n
     rest_frame = animator.render_frame(np.zeros(70))
     rest = seen(rest_frame)
     face_h = np.linalg.norm(rest[10] - rest[152])
-    for yaw in (ex.MAX_YAW_RAD, -ex.MAX_YAW_RAD):
+    for yaw in (MAX_YAW_RAD, -MAX_YAW_RAD):
         frame = animator.render_frame(coeffs(yaw=yaw))
         nose_dx = seen(frame)[1, 0] - rest[1, 0]
         assert np.sign(nose_dx) == np.sign(yaw) and abs(nose_dx) > 0.04 * face_h
@@ -192,11 +203,11 @@ def test_no_folded_triangles_over_extreme_poses_and_expressions(animators, name)
         {"smile": 1.2, "teeth_show": 1.2, "jaw_open": 1.2},
         {"blink_left": 1, "blink_right": 1, "brow_raise": 1.2},
     ]
-    limits = (ex.MAX_YAW_RAD, ex.MAX_PITCH_RAD, ex.MAX_ROLL_RAD)
+    limits = (MAX_YAW_RAD, MAX_PITCH_RAD, MAX_ROLL_RAD)
     for named, signs in itertools.product(expressions, itertools.product((-1, 0, 1), repeat=3)):
         frame_coeffs = coeffs(**named)
-        frame_coeffs[ex.YAW : ex.ROLL + 1] = np.array(signs) * limits
-        frame_coeffs[ex.TRANS_X : ex.TRANS_Z + 1] = (0.08, -0.08, 0.08)
+        frame_coeffs[YAW : ROLL + 1] = np.array(signs) * limits
+        frame_coeffs[TRANS_X : TRANS_Z + 1] = (0.08, -0.08, 0.08)
         placed = animator.place_vertices(animator.clip_coeffs(frame_coeffs))
         folded = animator.folded_triangles(placed)
         assert not folded.any(), f"{named} pose {signs}: triangles {animator.mesh.triangles[folded][:3].tolist()}"
@@ -217,7 +228,7 @@ def exact_lookup(animator: PortraitAnimator, placed: np.ndarray) -> np.ndarray:
 def test_the_fast_inverse_warp_matches_the_exact_one(animators, name):
     animator = animators[name]
     frame_coeffs = coeffs(jaw_open=0.7, lip_wide=0.4, brow_raise=0.5, yaw=0.12, pitch=-0.06, roll=0.05)
-    frame_coeffs[ex.TRANS_X : ex.TRANS_Z + 1] = (0.03, -0.02, 0.03)
+    frame_coeffs[TRANS_X : TRANS_Z + 1] = (0.03, -0.02, 0.03)
     placed = animator.vertex_positions(frame_coeffs)
     from persona_video.render.animator import FIELD_STEP
 
@@ -245,7 +256,7 @@ def test_no_control_moves_the_anchor_ring(animators, name):
         extreme = np.zeros(70)
         extreme[index] = 1.2
         placed = animator.vertex_positions(extreme)
-        assert np.array_equal(placed[anchors], animator.rest_vertices[anchors]), ex.EXPRESSION_NAMES[index]
+        assert np.array_equal(placed[anchors], animator.rest_vertices[anchors]), EXPRESSION_NAMES[index]
     talking = animator.render_frame(coeffs(jaw_open=1.2, lip_wide=1.2)).astype(int)
     ys, xs = np.mgrid[0 : animator.height, 0 : animator.width]
     outer = np.hypot(xs - animator.face.centre[0], ys - animator.face.centre[1]) >= animator.face.face_h
@@ -275,7 +286,7 @@ def test_frame_landmarks_follow_the_rendered_face(animators):
 def test_render_yields_one_frame_per_row(animators):
     animator = animators["grace_hopper"]
     track = np.zeros((5, 73), dtype=np.float32)
-    track[:, ex.JAW_OPEN] = np.linspace(0, 1, 5)
+    track[:, JAW_OPEN] = np.linspace(0, 1, 5)
     frames = list(animator.render(track))
     assert len(frames) == 5 and all(f.shape == (512, 512, 3) for f in frames)
     assert np.array_equal(frames[0], animator.image) and not np.array_equal(frames[-1], animator.image)
@@ -336,9 +347,9 @@ def test_drawn_teeth_take_the_portraits_light(animators):
 def test_the_video_stage_draws_the_animators_pixels_exactly(animators):
     """Frames through the video stage's renderer (two threads a few frames ahead, frames already
     in the store kept) are the animator's own frames bit for bit."""
-    from persona_video.encode import rgb_to_yuv
+    from persona_video.encode.encoder import rgb_to_yuv
+    from persona_video.pipeline.video import render_ahead
     from persona_video.render.bench import speech_like_coeffs
-    from persona_video.video import render_ahead
 
     animator = animators["astronaut"]
     track = speech_like_coeffs(30)

@@ -5,10 +5,10 @@ come out as in an uninterrupted run."""
 import numpy as np
 import pytest
 
-from persona_video.jobs import Job
+from persona_video.encode.probe import probe
+from persona_video.jobs.folder import Job
 from persona_video.pipeline import Request, resume, run
-from persona_video.probe import probe
-from persona_video.resume import finished_stages
+from persona_video.pipeline.resume import finished_stages
 
 SCRIPT = "So, [pause 0.3] this is *seriously* fast. And it keeps going for a while longer."
 STAGES = ["script", "speech", "motion", "governor", "video", "done"]

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from persona_video.jobs import Job
-from persona_video.retention import RetentionPolicy, apply_retention
+from persona_video.jobs.folder import Job
+from persona_video.jobs.retention import RetentionPolicy, apply_retention
 
 HOUR_S = 3600.0
 

@@ -12,14 +12,14 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from persona_video.encode.hls import concatenated_segments, read_playlist
+from persona_video.encode.probe import ffmpeg_exe, probe
 from persona_video.errors import Cancelled
 from persona_video.governor import govern
-from persona_video.hls import concatenated_segments, read_playlist
-from persona_video.jobs import Job
-from persona_video.motion import generate_motion
+from persona_video.jobs.folder import Job
+from persona_video.motion.generator import generate_motion
 from persona_video.personas import load_persona
 from persona_video.pipeline import Request, governor_config_for, rerender, run
-from persona_video.probe import ffmpeg_exe, probe
 from persona_video.speech import read_wav, synthesize_with_intent
 from persona_video.types import split_sentences
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from persona_video import ui_content, ui_events
-from persona_video.jobs import Job
+from persona_video.app import content as ui_content
+from persona_video.app import events as ui_events
+from persona_video.jobs.folder import Job
 from persona_video.personas import load_persona
 from persona_video.types import IntentTimingMap, SegmentSpan
 
@@ -216,7 +217,7 @@ def test_persona_gallery_has_a_portrait_and_style_line_each() -> None:
 
 
 def test_intent_figure_shades_every_segment() -> None:
-    from persona_video.ui_plot import intent_figure
+    from persona_video.app.plot import intent_figure
 
     spans = (
         SegmentSpan(0, "neutral", 0.0, "so", 0.0, 0.4),
@@ -231,7 +232,7 @@ def test_intent_figure_shades_every_segment() -> None:
 
 
 def test_page_wires_every_event_with_an_api_name() -> None:
-    from persona_video.ui import build_ui
+    from persona_video.app.layout import build_ui
 
     demo = build_ui()
     names = {fn.api_name for fn in demo.fns.values()}

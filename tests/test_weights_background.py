@@ -92,7 +92,7 @@ def test_the_page_shows_the_script_model_download_then_who_writes(
 ) -> None:
     """The line above the prompt: the download's progress while it runs (scripts are
     templates meanwhile), then the writer auto picks once the model is in place."""
-    from persona_video import ui_session
+    from persona_video.app import session as ui_session
     from persona_video.weights import background
 
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")  # no Ollama here

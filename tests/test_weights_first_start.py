@@ -12,8 +12,8 @@ import httpx
 import pytest
 from weights_support import FakeHub, Served
 
+from persona_video.app.content import heavy_weights_status
 from persona_video.server import BackgroundServer, create_server
-from persona_video.ui_content import heavy_weights_status
 from persona_video.weights import first_start
 from persona_video.weights.catalog import HubFile
 from persona_video.weights.registry import GROUPS, local_path

@@ -69,8 +69,8 @@ def test_core_modules_do_not_import_torch() -> None:
 
     code = (
         "import sys, persona_video.weights.registry, persona_video.weights.fetch, persona_video.weights.doctor, "
-        "persona_video.heavy, "
-        "persona_video.heavy.sadtalker; print('torch' in sys.modules)"
+        "persona_video.weights.sadtalker_runner, persona_video.motion.sadtalker, "
+        "persona_video.render.sadtalker; print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -30,8 +30,8 @@ from broker_support import (
 from fastapi.testclient import TestClient
 
 from persona_video.bench import BENCH_SCRIPT
+from persona_video.encode.probe import probe
 from persona_video.pipeline import Request
-from persona_video.probe import probe
 from persona_video.server import create_server
 
 pytestmark = pytest.mark.broker
@@ -156,8 +156,8 @@ def wait_state(client, job_id: str, state: str, timeout_s: float = 60.0) -> None
 
 
 def test_a_full_broker_queue_answers_429_with_retry_after(farm, monkeypatch):
-    from persona_video.broker import BrokerSettings
-    from persona_video.remote_queue import BrokerQueue
+    from persona_video.jobs.broker import BrokerSettings
+    from persona_video.jobs.remote import BrokerQueue
 
     monkeypatch.setenv("PERSONA_VIDEO_QUEUE_SIZE", "1")
     before = set(farm.outputs.glob("persona_*"))
@@ -234,7 +234,7 @@ def test_a_worker_that_cannot_run_a_heavy_backend_refuses_the_gpu_queue(farm):
 def test_a_second_delivery_of_a_job_runs_it_once(farm, client):
     """As when a worker's acknowledgement is lost (Redis restarted): the same message twice, one
     to each worker. One runs it; the other waits for the job's lock, finds it done, drops it."""
-    from persona_video.workers import TASK_NAME
+    from persona_video.jobs.workers import TASK_NAME
 
     queue = client.app.state.job_queue
     request = Request(script=BENCH_SCRIPT, seed=7)

@@ -38,7 +38,7 @@ from fastapi.testclient import TestClient
 from test_api_load import MEMORY_GROWTH_BOUND
 
 from persona_video.bench import BENCH_SCRIPT
-from persona_video.probe import probe
+from persona_video.encode.probe import probe
 from persona_video.server import create_server
 
 pytestmark = pytest.mark.broker

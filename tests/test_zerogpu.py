@@ -88,7 +88,7 @@ def test_sadtalker_is_refused_on_zerogpu_with_the_reason(monkeypatch: pytest.Mon
 
 
 def test_the_page_says_why_motion_is_the_embedded_animator_on_zerogpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from persona_video.ui_content import auto_defaults_note
+    from persona_video.app.content import auto_defaults_note
 
     assert "SadTalker" not in auto_defaults_note()
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
@@ -101,7 +101,7 @@ def test_what_the_gpu_stage_calls_take_and_give_pickles() -> None:
     import pickle
 
     from persona_video import stages
-    from persona_video.motion import generate_motion
+    from persona_video.motion.generator import generate_motion
     from persona_video.personas import load_persona
     from persona_video.pipeline import Request
     from persona_video.script import script_from_text
@@ -115,7 +115,7 @@ def test_what_the_gpu_stage_calls_take_and_give_pickles() -> None:
     for value in (synthesize_with_intent, script.intent, persona, request.reference_wav, speech):
         pickle.loads(pickle.dumps(value))
     # the GFPGAN video call: output path, portrait (with its animator), track, audio, request
-    from persona_video.video import encode_enhanced
+    from persona_video.pipeline.video import encode_enhanced
 
     portrait = stages.load_portrait_for(persona, None, "crop")
     track = generate_motion(speech, persona.motion, seed=0)

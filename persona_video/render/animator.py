@@ -17,7 +17,6 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from persona_video import expression as ex
 from persona_video.render.face import FaceLandmarks
 from persona_video.render.geometry import Framing, frame_portrait, posing_depth, rotation
 from persona_video.render.mesh import NUM_FACE_VERTICES, build_mesh, pixel_matrix, signed_areas
@@ -33,6 +32,21 @@ from persona_video.render.shapes import (
     FaceFrame,
     expression_basis,
 )
+from persona_video.types import (
+    BLINK_LEFT,
+    BLINK_RIGHT,
+    EXP_STOP,
+    MAX_PITCH_RAD,
+    MAX_ROLL_RAD,
+    MAX_YAW_RAD,
+    PITCH,
+    ROLL,
+    TEETH_SHOW,
+    TRANS_X,
+    TRANS_Y,
+    TRANS_Z,
+    YAW,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +60,12 @@ MAX_TRANS_XY_FACE_H = 0.08
 MAX_SCALE_CHANGE = 0.08
 #: A blink coefficient at or above this shuts the eye fully (lower values close it in proportion).
 BLINK_SHUT_AT = 0.6
-_BLINKS = [ex.BLINK_LEFT, ex.BLINK_RIGHT]
+_BLINKS = [BLINK_LEFT, BLINK_RIGHT]
 #: Rows above and below the inner lips that get the exact inverse when the lips close, pixels.
 _SEAM_MARGIN_PX = 3
 #: Landmarks around the mouth whose pose-only motion defines the skull's (upper teeth) motion.
 _MOUTH_REFERENCE = list(UPPER_INNER_LIP + LOWER_INNER_LIP + (1, 2, 164, 152, 17, 0))
-_POSE_LIMITS = np.array([ex.MAX_YAW_RAD, ex.MAX_PITCH_RAD, ex.MAX_ROLL_RAD])
+_POSE_LIMITS = np.array([MAX_YAW_RAD, MAX_PITCH_RAD, MAX_ROLL_RAD])
 
 
 def _fixed_point(field: np.ndarray, grid: np.ndarray, inverse: np.ndarray, iterations: int) -> np.ndarray:
@@ -65,7 +79,7 @@ def _fixed_point(field: np.ndarray, grid: np.ndarray, inverse: np.ndarray, itera
 
 
 class PortraitAnimator:
-    """Animates one portrait from compact-70/73 coefficients (see ``persona_video.expression``).
+    """Animates one portrait from compact-70/73 coefficients (see ``persona_video.types``).
 
     portrait: (H, W, 3) uint8 RGB; landmarks: its face mesh (``render.face.detect_face``).
     framing: "crop" (square head-and-shoulders, ``out_size`` pixels) or "full"
@@ -215,12 +229,10 @@ class PortraitAnimator:
         if coeffs.shape[0] not in (70, 73):
             raise ValueError(f"expected 70 or 73 coefficients per frame, got {coeffs.shape[0]}")
         out = coeffs[:70].copy()
-        out[: ex.EXP_STOP] = np.clip(out[: ex.EXP_STOP], EXPRESSION_CLIP[:, 0], EXPRESSION_CLIP[:, 1])
-        out[ex.YAW : ex.ROLL + 1] = np.clip(out[ex.YAW : ex.ROLL + 1], -_POSE_LIMITS, _POSE_LIMITS)
-        out[ex.TRANS_X : ex.TRANS_Y + 1] = np.clip(
-            out[ex.TRANS_X : ex.TRANS_Y + 1], -MAX_TRANS_XY_FACE_H, MAX_TRANS_XY_FACE_H
-        )
-        out[ex.TRANS_Z] = np.clip(out[ex.TRANS_Z], -MAX_SCALE_CHANGE, MAX_SCALE_CHANGE)
+        out[:EXP_STOP] = np.clip(out[:EXP_STOP], EXPRESSION_CLIP[:, 0], EXPRESSION_CLIP[:, 1])
+        out[YAW : ROLL + 1] = np.clip(out[YAW : ROLL + 1], -_POSE_LIMITS, _POSE_LIMITS)
+        out[TRANS_X : TRANS_Y + 1] = np.clip(out[TRANS_X : TRANS_Y + 1], -MAX_TRANS_XY_FACE_H, MAX_TRANS_XY_FACE_H)
+        out[TRANS_Z] = np.clip(out[TRANS_Z], -MAX_SCALE_CHANGE, MAX_SCALE_CHANGE)
         return out
 
     def place_vertices(self, coeffs: np.ndarray) -> np.ndarray:
@@ -234,11 +246,11 @@ class PortraitAnimator:
     def _pose(self, moved: np.ndarray, coeffs: np.ndarray, index: slice | list[int] = slice(None)) -> np.ndarray:
         """Turn, scale and shift ``moved`` (N, 2), the vertices ``index`` after the expression,
         by the head pose of ``coeffs``, each vertex as far as its pose weight says."""
-        turn = rotation(coeffs[ex.YAW], coeffs[ex.PITCH], coeffs[ex.ROLL])
+        turn = rotation(coeffs[YAW], coeffs[PITCH], coeffs[ROLL])
         rel = np.column_stack([moved - self.pivot[:2], self.mesh.depth[index] - self.pivot[2]])
         turned = rel @ turn.T
-        scale = 1.0 + coeffs[ex.TRANS_Z]
-        shift = np.array([coeffs[ex.TRANS_X], coeffs[ex.TRANS_Y]]) * self.face.face_h
+        scale = 1.0 + coeffs[TRANS_Z]
+        shift = np.array([coeffs[TRANS_X], coeffs[TRANS_Y]]) * self.face.face_h
         posed = self.pivot[:2] + turned[:, :2] * scale + shift
         return moved + self.mesh.pose_weight[index, None] * (posed - moved)
 
@@ -288,7 +300,7 @@ class PortraitAnimator:
         # forward field on the half-resolution grid, in half-resolution units
         field = (self.matrix @ displacement).reshape(coarse_h, coarse_w, 2) * (1.0 / FIELD_STEP)
         lookup = self._inverse_lookup(field)
-        for eye, blink in ((0, clipped[ex.BLINK_RIGHT]), (1, clipped[ex.BLINK_LEFT])):
+        for eye, blink in ((0, clipped[BLINK_RIGHT]), (1, clipped[BLINK_LEFT])):
             if blink > 0.05:
                 self._exact_inverse(placed, self.eye_triangles[eye], lookup)
         seam = self._lip_seam_pixels(placed)
@@ -297,9 +309,7 @@ class PortraitAnimator:
         cv2.remap(
             self.image, lookup, None, cv2.INTER_LINEAR, dst=frame[y0:y1, x0:x1], borderMode=cv2.BORDER_REFLECT_101
         )
-        paint_mouth(
-            frame, self.image, placed, self.skull_affine(clipped), self.mouth_rest, float(clipped[ex.TEETH_SHOW])
-        )
+        paint_mouth(frame, self.image, placed, self.skull_affine(clipped), self.mouth_rest, float(clipped[TEETH_SHOW]))
         return frame
 
     def _inverse_lookup(self, field: np.ndarray) -> np.ndarray:

@@ -7,10 +7,10 @@ import time
 import cv2
 import numpy as np
 
-from persona_video import expression as ex
 from persona_video.render.animator import PortraitAnimator
 from persona_video.render.face import detect_face
 from persona_video.render.portraits import load_portrait
+from persona_video.types import BLINK_LEFT, BLINK_RIGHT, JAW_OPEN, LIP_ROUND, LIP_WIDE, PITCH, ROLL, YAW
 
 
 def speech_like_coeffs(num_frames: int, fps: float = 25.0, seed: int = 0) -> np.ndarray:
@@ -19,16 +19,16 @@ def speech_like_coeffs(num_frames: int, fps: float = 25.0, seed: int = 0) -> np.
     rng = np.random.default_rng(seed)
     t = np.arange(num_frames) / fps
     coeffs = np.zeros((num_frames, 70), dtype=np.float32)
-    coeffs[:, ex.JAW_OPEN] = np.clip(0.45 + 0.45 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)), 0, 1)
-    coeffs[:, ex.LIP_WIDE] = np.clip(0.5 * np.sin(2 * np.pi * 1.3 * t), 0, 1)
-    coeffs[:, ex.LIP_ROUND] = np.clip(-0.5 * np.sin(2 * np.pi * 1.3 * t), 0, 1)
+    coeffs[:, JAW_OPEN] = np.clip(0.45 + 0.45 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)), 0, 1)
+    coeffs[:, LIP_WIDE] = np.clip(0.5 * np.sin(2 * np.pi * 1.3 * t), 0, 1)
+    coeffs[:, LIP_ROUND] = np.clip(-0.5 * np.sin(2 * np.pi * 1.3 * t), 0, 1)
     blink = np.zeros(num_frames, dtype=np.float32)
     for start in range(10, num_frames, 75):
         blink[start : start + 4] = (0.5, 1.0, 1.0, 0.5)[: len(blink[start : start + 4])]
-    coeffs[:, ex.BLINK_LEFT] = coeffs[:, ex.BLINK_RIGHT] = blink
-    coeffs[:, ex.YAW] = 0.12 * np.sin(2 * np.pi * 0.3 * t)
-    coeffs[:, ex.PITCH] = 0.05 * np.sin(2 * np.pi * 0.5 * t + 1.0)
-    coeffs[:, ex.ROLL] = 0.03 * np.sin(2 * np.pi * 0.2 * t)
+    coeffs[:, BLINK_LEFT] = coeffs[:, BLINK_RIGHT] = blink
+    coeffs[:, YAW] = 0.12 * np.sin(2 * np.pi * 0.3 * t)
+    coeffs[:, PITCH] = 0.05 * np.sin(2 * np.pi * 0.5 * t + 1.0)
+    coeffs[:, ROLL] = 0.03 * np.sin(2 * np.pi * 0.2 * t)
     return coeffs
 
 

@@ -1,6 +1,6 @@
 """Expression shapes: per-vertex displacement fields built from the portrait's landmarks.
 
-Each named expression control of ``persona_video.expression`` becomes one
+Each named expression control of ``persona_video.types`` becomes one
 (V, 2) displacement field in pixels at strength 1, so a frame's expression
 displacement is a (10,) x (10, V, 2) contraction. The fields are made from the
 landmark geometry in face-relative units (``face_h`` = forehead-to-chin
@@ -14,7 +14,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from persona_video import expression as ex
+from persona_video.types import (
+    BLINK_LEFT,
+    BLINK_RIGHT,
+    BROW_RAISE,
+    EXP_STOP,
+    JAW_OPEN,
+    LIP_FUNNEL,
+    LIP_PRESS,
+    LIP_ROUND,
+    LIP_WIDE,
+    SMILE,
+    TEETH_SHOW,
+)
 
 # MediaPipe face-mesh indices, corner to corner so the lists pair up.
 UPPER_INNER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
@@ -44,10 +56,10 @@ UPPER_LID_REACH = 0.97
 LID_SKIN_REACH = 3.0
 
 #: Per-control clip range of the expression strengths (lower, upper).
-EXPRESSION_CLIP = np.zeros((ex.EXP_STOP, 2), dtype=np.float32)
+EXPRESSION_CLIP = np.zeros((EXP_STOP, 2), dtype=np.float32)
 EXPRESSION_CLIP[:10] = (0.0, 1.2)
-EXPRESSION_CLIP[ex.BLINK_LEFT] = EXPRESSION_CLIP[ex.BLINK_RIGHT] = (0.0, 1.0)
-EXPRESSION_CLIP[ex.LIP_PRESS] = (0.0, 1.0)
+EXPRESSION_CLIP[BLINK_LEFT] = EXPRESSION_CLIP[BLINK_RIGHT] = (0.0, 1.0)
+EXPRESSION_CLIP[LIP_PRESS] = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,7 @@ def expression_basis(
     jaw[lower_in] = taper[lower_in]
     jaw[list(MOUTH_CORNERS)] = 0.0
     jaw[is_neck] = 0.75 * lateral[is_neck] * (below[is_neck] > 0)
-    basis[ex.JAW_OPEN, :, 1] = jaw_px * jaw
+    basis[JAW_OPEN, :, 1] = jaw_px * jaw
 
     corners = [(uv[61] + uv[78]) / 2.0, (uv[291] + uv[308]) / 2.0]
     side = np.sign(uv[:, 0] - mouth_centre[0])
@@ -142,9 +154,9 @@ def expression_basis(
     upper_side[list(MOUTH_CORNERS)] = lower_side[list(MOUTH_CORNERS)] = 0.0
     near_mouth = 1.0
 
-    basis[ex.LIP_WIDE, :, 0] = 0.045 * side * corner_w
-    basis[ex.LIP_ROUND, :, 0] = -0.04 * side * corner_w
-    basis[ex.LIP_ROUND, :, 1] = near_mouth * (-0.008 * upper_side + 0.012 * lower_side)
+    basis[LIP_WIDE, :, 0] = 0.045 * side * corner_w
+    basis[LIP_ROUND, :, 0] = -0.04 * side * corner_w
+    basis[LIP_ROUND, :, 1] = near_mouth * (-0.008 * upper_side + 0.012 * lower_side)
     # lip_press: the inner lips meet on the mouth line, closing the portrait's own gap. The lips
     # move as a whole and the skin above and below takes up the stretch over a wide falloff: moving
     # only the inner contour would squash the lips themselves (and keep the warp from inverting).
@@ -152,28 +164,28 @@ def expression_basis(
     half_gap = 0.5 * np.interp(uv[:, 0], uv[upper_in, 0][gap_order], rest_gap[gap_order, 1])
     press_up = np.exp(-((np.maximum(-below - upper_lip_h, 0.0) / 0.07) ** 2)) * (below < 0)
     press_down = np.exp(-((np.maximum(below - lower_lip_h, 0.0) / 0.08) ** 2)) * (below > 0)
-    basis[ex.LIP_PRESS, :, 1] = half_gap * (press_up - press_down)
-    basis[ex.LIP_PRESS, upper_in] = 0.5 * rest_gap
-    basis[ex.LIP_PRESS, lower_in] = -0.5 * rest_gap
-    basis[ex.LIP_PRESS, list(MOUTH_CORNERS)] = 0.0
-    basis[ex.SMILE, :, 0] = 0.025 * side * corner_w
-    basis[ex.SMILE, :, 1] = -0.035 * corner_w
-    basis[ex.LIP_FUNNEL, :, 0] = -0.03 * side * corner_w
-    basis[ex.LIP_FUNNEL, :, 1] = near_mouth * (-0.012 * upper_side + 0.02 * lower_side)
-    basis[ex.TEETH_SHOW, :, 1] = -0.025 * upper_side - 0.005 * lower_side
+    basis[LIP_PRESS, :, 1] = half_gap * (press_up - press_down)
+    basis[LIP_PRESS, upper_in] = 0.5 * rest_gap
+    basis[LIP_PRESS, lower_in] = -0.5 * rest_gap
+    basis[LIP_PRESS, list(MOUTH_CORNERS)] = 0.0
+    basis[SMILE, :, 0] = 0.025 * side * corner_w
+    basis[SMILE, :, 1] = -0.035 * corner_w
+    basis[LIP_FUNNEL, :, 0] = -0.03 * side * corner_w
+    basis[LIP_FUNNEL, :, 1] = near_mouth * (-0.012 * upper_side + 0.02 * lower_side)
+    basis[TEETH_SHOW, :, 1] = -0.025 * upper_side - 0.005 * lower_side
 
     brows = uv[list(RIGHT_BROW + LEFT_BROW)]
     brow_dist = np.min(np.linalg.norm(uv[:, None, :] - brows[None], axis=2), axis=1)
     eye_pts = list(set(RIGHT_EYE_UPPER + RIGHT_EYE_LOWER + LEFT_EYE_UPPER + LEFT_EYE_LOWER))
     eye_line = max(uv[eye_pts, 1].min(), -1.0)
     brow_w = np.exp(-(brow_dist**2) / (2 * 0.06**2)) * (uv[:, 1] < eye_line)
-    basis[ex.BROW_RAISE, :, 1] = -0.045 * brow_w
+    basis[BROW_RAISE, :, 1] = -0.045 * brow_w
 
     out = np.zeros_like(basis)
     for k in range(10):
         out[k] = frame.to_pixels(basis[k])
-    out[ex.BLINK_RIGHT] = _blink_field(vertices, uv, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, frame)
-    out[ex.BLINK_LEFT] = _blink_field(vertices, uv, LEFT_EYE_UPPER, LEFT_EYE_LOWER, frame)
+    out[BLINK_RIGHT] = _blink_field(vertices, uv, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, frame)
+    out[BLINK_LEFT] = _blink_field(vertices, uv, LEFT_EYE_UPPER, LEFT_EYE_LOWER, frame)
     if fixed is not None:
         out[:, fixed] = 0.0  # the jaw's wide falloff would otherwise drag the anchors under the chin
     return out.astype(np.float32)

@@ -66,6 +66,6 @@ def synthesize_with_intent(
 
 def validate_reference_upload(path: str | Path) -> None:
     """Check an uploaded reference voice (readable, 3-30 s, not silent); InputError with the fix."""
-    from ..heavy.xtts import validate_reference_wav
+    from .xtts import validate_reference_wav
 
     validate_reference_wav(Path(path))

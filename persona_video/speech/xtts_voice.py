@@ -1,6 +1,6 @@
 """XTTS v2 voice cloning as a speech voice: one synthesis per segment (XTTS
 has no phoneme alignments), so each segment's span is where its own audio
-sits. The model loads once per process (persona_video.heavy.xtts)."""
+sits. The model loads once per process (persona_video.speech.xtts)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ class XTTSVoice:
     max_ids = 10**6  # no phoneme-id limit: every segment is its own call
 
     def __init__(self, reference_wav: Path, checkpoint_dir: Path | None = None, device: str = "auto") -> None:
-        from ..heavy.xtts import XTTSBackend
         from ..weights.registry import backend_dir
+        from .xtts import XTTSBackend
 
         self.voice = f"xtts:{Path(reference_wav).name}"
         self.reference_wav = Path(reference_wav)

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("spandrel")
 
+from persona_video.enhance.gfpgan import GFPGANEnhancer, five_points  # noqa: E402
 from persona_video.errors import BackendUnavailable, InputError  # noqa: E402
-from persona_video.heavy.gfpgan import GFPGANEnhancer, five_points  # noqa: E402
 
 
 @pytest.fixture(scope="module")

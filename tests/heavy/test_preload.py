@@ -17,7 +17,8 @@ pytest.importorskip("spandrel")
 
 CHILD = """
 import json
-from persona_video.heavy import gfpgan, xtts
+from persona_video.enhance import gfpgan
+from persona_video.speech import xtts
 from persona_video.server import warm_up
 from persona_video.weights.registry import backend_dir, weight_path
 

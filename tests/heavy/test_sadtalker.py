@@ -11,8 +11,8 @@ import scipy.io
 
 from persona_video.errors import BackendUnavailable, InputError
 from persona_video.governor import GovernorConfig, govern
-from persona_video.heavy.sadtalker import SadTalkerRunner, read_coeff_mat, write_coeff_mat
 from persona_video.types import IntentTimingMap
+from persona_video.weights.sadtalker_runner import SadTalkerRunner, read_coeff_mat, write_coeff_mat
 
 NUM_FRAMES = 50
 
@@ -122,7 +122,7 @@ def test_sadtalker_failure_surfaces_its_stderr(tmp_path: Path, monkeypatch: pyte
     import sys
 
     from persona_video.errors import StageError
-    from persona_video.heavy.sadtalker import SADTALKER_FILES
+    from persona_video.weights.sadtalker_runner import SADTALKER_FILES
 
     monkeypatch.delenv("PERSONA_VIDEO_SADTALKER_PYTHON", raising=False)
     checkout = tmp_path / "SadTalker"

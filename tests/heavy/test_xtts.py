@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("TTS")
 
 from persona_video.errors import BackendUnavailable, InputError  # noqa: E402
-from persona_video.heavy.xtts import XTTSBackend, validate_reference_wav  # noqa: E402
+from persona_video.speech.xtts import XTTSBackend, validate_reference_wav  # noqa: E402
 
 MAX_AUDIO_TOKENS = 40  # the tiny model's cap (conftest.tiny_xtts)
 
@@ -36,7 +36,7 @@ def test_tiny_checkpoint_loads_and_speaks(tiny_xtts: Path, tmp_path: Path) -> No
     max_samples = (MAX_AUDIO_TOKENS + 1) * 1024 * 24000 / 22050
     assert 0.1 * 24000 < len(audio) <= max_samples
     # Loaded once per process: a second backend on the same folder reuses the model.
-    from persona_video.heavy import xtts
+    from persona_video.speech import xtts
 
     before = len(xtts._MODELS)
     assert XTTSBackend(tiny_xtts, device="cpu").sample_rate == 24000

@@ -16,7 +16,7 @@ import soundfile
 torch = pytest.importorskip("torch")
 pytest.importorskip("TTS")
 
-from persona_video.heavy import xtts  # noqa: E402
+from persona_video.speech import xtts  # noqa: E402
 
 #: model_args of coqui/XTTS-v2's config.json (the architecture; paths and training fields left out).
 RELEASE_MODEL_ARGS = {

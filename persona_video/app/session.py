@@ -1,0 +1,88 @@
+"""What the page keeps per browser session and shows beside the form: the running
+generation that a new Generate cancels, and the line that says who writes the
+scripts here (with the script model's download while it runs)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import gradio as gr
+
+from ..errors import PersonaVideoError
+
+logger = logging.getLogger(__name__)
+
+#: The page's running generations by browser session: a new Generate cancels the session's last one.
+_RUNS: dict[str, tuple[float, threading.Event]] = {}
+_RUNS_LOCK = threading.Lock()
+#: A run younger than this when Generate is clicked is that click's own run, not an earlier one.
+_OWN_RUN_S = 0.5
+
+
+def session_of(request: gr.Request | None) -> str:
+    return str(getattr(request, "session_hash", None) or "")
+
+
+def register_run(session: str) -> threading.Event:
+    cancel = threading.Event()
+    if session:
+        with _RUNS_LOCK:
+            _RUNS[session] = (time.monotonic(), cancel)
+    return cancel
+
+
+def forget_run(session: str, cancel: threading.Event) -> None:
+    with _RUNS_LOCK:
+        if session and _RUNS.get(session, (0.0, None))[1] is cancel:
+            del _RUNS[session]
+
+
+def cancel_previous(request: gr.Request | None = None) -> None:
+    """On Generate: stop this browser session's run that is still going (its finished
+    stages stay in its job folder; its manifest says "cancelled")."""
+    session = session_of(request)
+    with _RUNS_LOCK:
+        started_s, cancel = _RUNS.get(session, (0.0, None))
+    if cancel is not None and time.monotonic() - started_s > _OWN_RUN_S:
+        logger.info("a new Generate cancels the running job of session %s", session[:8])
+        cancel.set()
+
+
+def cancel_on_close(request: gr.Request | None = None) -> None:
+    """The page was closed (or reloaded): its running job stops before its next chunk; what it
+    finished stays in its job folder, and its manifest says "cancelled"."""
+    session = session_of(request)
+    with _RUNS_LOCK:
+        _started_s, cancel = _RUNS.get(session, (0.0, None))
+    if cancel is not None:
+        logger.info("the page of session %s closed: its running job is cancelled", session[:8])
+        cancel.set()
+
+
+def script_writer_status() -> tuple[str, Any]:
+    """The line above the prompt that says who writes scripts here, and the timer's state:
+    while the script model downloads it shows the progress (the timer keeps polling), then
+    which writer ``auto`` picks (the timer stops)."""
+    from ..script import GET_A_MODEL, plan_writer
+    from ..weights.background import script_model_fetch
+
+    fetching = script_model_fetch()
+    snapshot = fetching.snapshot() if fetching is not None else None
+    if snapshot is not None and snapshot["state"] == "downloading":
+        text = f"⏳ {snapshot['message']} — until it is done, scripts are templates."
+        return text, gr.Timer(active=True)
+    try:
+        plan = plan_writer("auto")
+    except PersonaVideoError as e:
+        return f"⚠️ Script writer: {e}", gr.Timer(active=False)
+    if plan.name == "offline":
+        failed = ""
+        if snapshot is not None and snapshot["state"] in ("failed", "offline"):
+            failed = f"The script model could not be downloaded ({snapshot['message']}). "
+        text = f"📝 {failed}Scripts here are templates that know nothing about the topic. {GET_A_MODEL}"
+    else:
+        text = f"🧠 Scripts are written by **{plan.name}**" + (f" ({plan.model})" if plan.model else "") + "."
+    return text, gr.Timer(active=False)

@@ -1,0 +1,362 @@
+"""Speech, motion, governor, render and encode sentence by sentence, while the script is still
+being written (DESIGN.md, "Streaming").
+
+Three threads: the writer's (the script stage's events: its drafts carry each sentence as it is
+final), the speech thread's (each sentence spoken as it arrives, ``speech.SpeechStream``), and the
+caller's, which plans the motion on the speech so far, governs it, draws the frames that are final
+and feeds them with the speech into one ffmpeg cutting HLS segments (``hls.HlsEncoder``). A frame
+is final once the speech runs ``motion.MOTION_LOOKAHEAD_S`` past it: motion is computed on the
+whole track's clock, so the frames drawn early are exactly those of the finished track (the
+manifest's ``streamed_frames_match`` says so for every job). The finished MP4 is the segments'
+packets copied, so the streamed and the finished video show the same frames.
+
+Streams: the embedded voices, motion and renderer (what runs on a plain CPU). SadTalker, GFPGAN
+and XTTS jobs run stage after stage (``pipeline``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..encode.hls import STREAM_DIR, HlsEncoder, StreamSegment
+from ..errors import Cancelled, PersonaVideoError, StageError
+from ..governor import GovernorConfig, govern
+from ..jobs.folder import Job
+from ..personas import Persona
+from ..types import FPS, Speech, split_sentences
+
+if TYPE_CHECKING:
+    from ..stages import Portrait
+    from . import Request, StageEvent
+
+logger = logging.getLogger(__name__)
+
+_END = object()  # no more sentences
+
+
+def can_stream(request: Request, persona: Persona) -> bool:
+    """True when every stage after the script runs embedded, so it can go sentence by sentence."""
+    from ..speech import resolve_voice
+    from ..stages import motion_backend_for
+    from .video import uses_gfpgan
+
+    speech_backend, _, _ = resolve_voice(persona, request.voice, request.speech_backend, request.reference_wav)
+    return speech_backend != "xtts" and motion_backend_for(request) == "embedded" and not uses_gfpgan(request)
+
+
+class _Failed(Exception):
+    """A helper thread's failure, carried to the caller's thread with the stage it happened in."""
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(stage)
+        self.stage, self.error = stage, error
+
+
+class _Threads:
+    """The writer and speech threads and the queue they report on, in order of arrival."""
+
+    def __init__(self) -> None:
+        self.reports: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.sentences: queue.Queue[Any] = queue.Queue()
+        self.stop = threading.Event()  # the caller gave up (cancelled, failed or closed)
+        self.threads: list[threading.Thread] = []
+
+    def start(self, name: str, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sentences.put(_END)
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def _write(threads: _Threads, script_events: Iterator[StageEvent]) -> None:
+    """The writer's thread: forwards the script stage's events and hands each final sentence to
+    the speech thread as soon as it is final (the finished script's own cut for the rest)."""
+    handed = 0
+    try:
+        for event in script_events:
+            if threads.stop.is_set():
+                return
+            threads.reports.put(("event", event))
+            if event.stage == "script_draft":
+                sentences = event.result.sentences
+            elif event.stage == "script":
+                sentences = split_sentences(event.result.intent)
+            else:
+                continue
+            for sentence in sentences[handed:]:
+                threads.sentences.put(sentence)
+            handed = max(handed, len(sentences))
+    except BaseException as e:  # the caller raises it, in the script stage
+        threads.reports.put(("failed", _Failed("script", e)))
+    finally:
+        threads.sentences.put(_END)
+
+
+def _speak(threads: _Threads, speech_stream: Any, cancel: threading.Event | None) -> None:
+    """The speech thread: each sentence spoken as it comes; the speech so far after each."""
+    try:
+        while True:
+            sentence = threads.sentences.get()
+            if threads.stop.is_set() or (cancel is not None and cancel.is_set()):
+                return
+            started = time.perf_counter()
+            if sentence is _END:
+                chunk = speech_stream.finish()
+                threads.reports.put(("speech", (chunk, speech_stream.speech(), True, time.perf_counter() - started)))
+                return
+            chunk = speech_stream.add(sentence)
+            threads.reports.put(("speech", (chunk, speech_stream.speech(), False, time.perf_counter() - started)))
+    except BaseException as e:
+        threads.reports.put(("failed", _Failed("speech", e)))
+
+
+class _Progress:
+    """What the caller's thread has made so far."""
+
+    def __init__(self) -> None:
+        self.frames_done = 0
+        self.sentence_ends: list[float] = []  # seconds where each spoken sentence's audio ends
+        self.rendered: list[np.ndarray] = []  # governed coefficient rows as drawn
+        self.frames: list[np.ndarray] = []  # YUV 4:2:0 pictures as drawn (for the frame cache)
+        self.seconds = {"speech": 0.0, "motion": 0.0, "governor": 0.0, "video": 0.0}
+        self.speech: Speech | None = None
+        self.track = None
+        self.governed = None
+        self.gains = None
+
+
+def run_streamed(
+    job: Job,
+    request: Request,
+    persona: Persona,
+    config: GovernorConfig,
+    portrait: Portrait,
+    started: float,
+    script_events: Iterator[StageEvent],
+    cancel: threading.Event | None = None,
+) -> Iterator[StageEvent]:
+    """Every stage sentence by sentence: the script stage's events as they come, a ``chunk``
+    event for each finished HLS segment (its StreamSegment), then the speech, motion, governor,
+    video and done events of the finished job, with its files as a batch run writes them."""
+    from ..speech import SpeechStream
+
+    speech_stream = SpeechStream(
+        persona,
+        voice=request.voice,
+        backend=request.speech_backend,
+        speed=request.speed,
+        seed=request.seed,
+        reference_wav=request.reference_wav,
+    )
+    threads = _Threads()
+    progress = _Progress()
+    animator = portrait.animator
+    metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
+    size = (animator.width, animator.height)
+    encoder = HlsEncoder(job.path(STREAM_DIR), *size, sample_rate=speech_stream.sample_rate, metadata=metadata)
+    encoding = False
+    video_error: Exception | None = None  # the video failed: the speech goes on, to be kept
+    threads.start("script-writer", _write, threads, script_events)
+    threads.start("speech", _speak, threads, speech_stream, cancel)
+    stage = "script"
+    finished = False
+    try:
+        while not finished:
+            kind, item = _next_report(threads, cancel)
+            if kind == "failed":
+                stage = item.stage
+                raise item.error
+            if kind == "event":
+                if item.stage == "script":
+                    stage = "speech"
+                yield item
+                continue
+            chunk, speech, finished, seconds = item
+            progress.seconds["speech"] += seconds
+            _plan(request, persona, config, progress, speech)
+            if video_error is not None:
+                continue
+            try:
+                if not encoding:
+                    encoder.__enter__()
+                    encoding = True
+                _draw(encoder, animator, progress, chunk, speech, finished)
+                segments = encoder.close() if finished else encoder.new_segments()
+            except Exception as e:  # noqa: BLE001  (kept, and raised once the speech is saved)
+                video_error = e
+                if encoding:
+                    encoder.abort()
+                continue
+            for segment in segments:
+                yield _chunk_event(job, segment, started, progress)
+        yield from _save_stages(job, config, progress)
+        stage = "video"
+        if video_error is not None:
+            raise video_error
+        yield from _finish(job, encoder, portrait, progress, started)
+    except Cancelled:
+        if job.manifest.get("state") == "running":
+            job.set_state("cancelled", cancelled_in=stage, finished=time.time())
+        raise
+    except GeneratorExit:  # the caller stopped listening (the page closed): later chunks stop
+        job.set_state("cancelled", cancelled_in=stage, finished=time.time(), why="nobody was listening any more")
+        raise
+    except PersonaVideoError as e:
+        if job.manifest.get("state") == "running":  # the script stage records its own failure
+            job.fail(stage, str(e))
+        raise
+    except Exception as e:
+        job.fail(stage, f"{type(e).__name__}: {e}")
+        raise StageError(stage, f"{type(e).__name__}: {e}") from e
+    finally:
+        threads.close()
+        if encoding:
+            encoder.abort()  # nothing when it finished; stops ffmpeg when the job did not
+
+
+def _next_report(threads: _Threads, cancel: threading.Event | None) -> tuple[str, Any]:
+    """The next thing the threads report; Cancelled once ``cancel`` is set."""
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the job was cancelled while it was being made")
+        try:
+            return threads.reports.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+def _plan(request: Request, persona: Persona, config: GovernorConfig, progress: _Progress, speech: Speech) -> None:
+    """The motion planned and governed on everything spoken so far (its final frames are those
+    of the finished track: ``motion.final_frames``)."""
+    from ..motion.generator import generate_motion
+
+    clock = time.perf_counter()
+    track = generate_motion(speech, persona.motion, seed=request.seed, still=request.still)
+    progress.seconds["motion"] += time.perf_counter() - clock
+    clock = time.perf_counter()
+    governed, gains = govern(track, speech.timing, config)
+    progress.seconds["governor"] += time.perf_counter() - clock
+    progress.speech, progress.track, progress.governed, progress.gains = speech, track, governed, gains
+
+
+def _draw(encoder: HlsEncoder, animator: Any, progress: _Progress, chunk: Any, speech: Speech, finished: bool) -> None:
+    """One more piece of speech into the stream, and the frames that are now final drawn and encoded."""
+    from ..motion.generator import final_frames
+    from .video import render_ahead
+
+    encoder.write_audio(chunk.audio)
+    if not finished:
+        progress.sentence_ends.append(speech.duration_s)
+    governed = progress.governed
+    assert governed is not None
+    ready = (
+        governed.num_frames
+        if finished
+        else min(final_frames(speech.duration_s, speech.timing.fps, False), governed.num_frames)
+    )
+    if ready <= progress.frames_done:
+        return
+    clock = time.perf_counter()
+    rows = np.ascontiguousarray(governed.coeffs[progress.frames_done : ready], dtype=np.float32)
+    for frame in render_ahead(animator, rows):
+        encoder.write_yuv(frame)
+        progress.frames.append(frame)
+    progress.rendered.append(rows)
+    progress.frames_done = ready
+    progress.seconds["video"] += time.perf_counter() - clock
+
+
+def _chunk_event(job: Job, segment: StreamSegment, started: float, progress: _Progress) -> StageEvent:
+    """The event of a finished segment, with the sentence the renderer is drawing now."""
+    from . import StageEvent
+
+    drawn_s = progress.frames_done / FPS
+    sentence = 1 + sum(end_s <= drawn_s for end_s in progress.sentence_ends)
+    spoken = len(progress.sentence_ends)
+    segment = replace(segment, sentence=min(sentence, max(spoken, 1)), sentences=spoken)
+    return StageEvent("chunk", job.job_id, "embedded", time.perf_counter() - started, segment)
+
+
+def _save_stages(job: Job, config: GovernorConfig, progress: _Progress) -> Iterator[StageEvent]:
+    """The finished speech, motion and governor: their files and events, as a batch run leaves them."""
+    from ..stages import save_speech
+    from . import StageEvent
+
+    speech, track, governed, gains = progress.speech, progress.track, progress.governed, progress.gains
+    assert speech is not None and track is not None and governed is not None and gains is not None
+    save_speech(job, speech)
+    seconds = progress.seconds
+    job.record_stage(
+        "speech", speech.backend, seconds["speech"], voice=speech.voice, audio_s=round(speech.duration_s, 3)
+    )
+    job.add_notice(speech.notice)
+    yield StageEvent("speech", job.job_id, speech.backend, seconds["speech"], speech, speech.notice)
+    job.write_array("motion_raw.npy", track.coeffs)
+    job.record_stage("motion", track.backend, seconds["motion"], frames=track.num_frames)
+    yield StageEvent("motion", job.job_id, track.backend, seconds["motion"], track)
+    job.write_array("motion_governed.npy", governed.coeffs)
+    job.write_json("gains.json", {"config": config.to_dict(), "gains": [round(float(g), 4) for g in gains]})
+    job.record_stage("governor", "numpy", seconds["governor"])
+    yield StageEvent("governor", job.job_id, "numpy", seconds["governor"], (governed, gains, config))
+
+
+def _finish(
+    job: Job, encoder: HlsEncoder, portrait: Portrait, progress: _Progress, started: float
+) -> Iterator[StageEvent]:
+    """The finished video: the stream's packets into the job's MP4, its captions, the done event."""
+    from ..encode.captions import write_webvtt
+    from . import StageEvent, _reuse_notice
+
+    speech, governed = progress.speech, progress.governed
+    assert speech is not None and governed is not None
+    clock = time.perf_counter()
+    out = encoder.finish(job.path("video.mp4"))
+    write_webvtt(speech.timing.spans, job.path("captions.vtt"))
+    rendered = np.concatenate(progress.rendered) if progress.rendered else np.zeros((0, governed.coeffs.shape[1]))
+    match = bool(np.array_equal(rendered, governed.coeffs))
+    if not match:
+        logger.warning("job %s: frames drawn while streaming differ from the finished motion", job.job_id)
+    _keep_frames(job, portrait, governed.coeffs, progress.frames, out)
+    seconds = progress.seconds["video"] + time.perf_counter() - clock
+    segments = len(list(job.path(STREAM_DIR).glob("seg_*.ts")))
+    job.record_stage(
+        "video", "embedded", seconds, frames=governed.num_frames, reused_frames=0,
+        streamed_segments=segments, streamed_frames_match=match,
+    )  # fmt: skip
+    total = time.perf_counter() - started
+    job.set_state("done", finished=time.time(), processing_time=round(total, 3))
+    yield StageEvent("video", job.job_id, "embedded", seconds, out, _reuse_notice(0, governed))
+    yield StageEvent("done", job.job_id, "", total, job)
+
+
+def _keep_frames(job: Job, portrait: Portrait, coeffs: np.ndarray, frames: list[np.ndarray], out) -> None:
+    """The drawn frames into the frame cache, so a re-render draws only what its settings change."""
+    from ..render.frame_cache import FRAMES, CachedRender, file_stamp, frame_store
+
+    key = (job.job_id, portrait.key)
+    coeffs = np.ascontiguousarray(coeffs, dtype=np.float32)
+    if frames and len(frames) == len(coeffs):
+        store = frame_store(len(frames), portrait.animator.height, portrait.animator.width)
+        if store is not None:
+            for index in range(len(frames)):
+                store[index] = frames[index]
+                frames[index] = None  # type: ignore[call-overload]  (handed over: its memory goes back)
+            FRAMES.put(CachedRender(key, coeffs.copy(), store))
+    frames.clear()
+    FRAMES.keep_video(key, coeffs, out.read_bytes(), file_stamp(out))
+
+
+__all__ = ["can_stream", "run_streamed"]
