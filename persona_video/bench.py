@@ -83,7 +83,7 @@ def _cold_start_s() -> float:
         "import time; t=time.perf_counter();"
         "from persona_video.personas import load_persona;"
         "from persona_video.speech.voices import get_voice; get_voice('heart');"
-        "from persona_video.stages import load_portrait_for; p=load_persona('mkbhd');"
+        "from persona_video.render.stage import load_portrait_for; p=load_persona('mkbhd');"
         "load_portrait_for(p, None, 'crop');"
         "import persona_video.motion, persona_video.governor, persona_video.encode;"
         "print(time.perf_counter()-t)"
@@ -123,8 +123,8 @@ def _lower_bound(root: Path, job_id: str) -> dict[str, float]:
     from .jobs.folder import Job
     from .personas import load_persona
     from .pipeline import Request
+    from .render.stage import load_job_portrait
     from .speech import read_wav
-    from .stages import load_job_portrait
 
     job = Job.open(job_id, root)
     request = Request(**job.read_json("request.json"))

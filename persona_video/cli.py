@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request_from(args: argparse.Namespace):
-    from .pipeline import Request
+    from .types import Request
 
     return Request(
         persona=args.persona,
@@ -133,10 +133,10 @@ def _request_from(args: argparse.Namespace):
 
 
 def cmd_speak(args: argparse.Namespace) -> int:
+    from .jobs.folder import write_json_atomic
     from .personas import load_persona
     from .script import script_from_text, write_script
     from .speech import synthesize_with_intent, write_wav
-    from .types import write_json_atomic
 
     persona = load_persona(args.persona)
     if args.script is not None:

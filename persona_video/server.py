@@ -28,7 +28,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api.routes import router
 from .errors import PersonaVideoError
-from .jobs.queue import JobRunner, QueueFull, error_code, runner_from_env
+from .jobs.queue import JobRunner, QueueFull, error_code
+from .jobs.remote import runner_from_env
 from .jobs.retention import RetentionPolicy, apply_retention
 from .settings import env_number
 
@@ -209,8 +210,8 @@ def warm_up(script_model: bool = True) -> float:
     request that needs the part to report."""
     from .errors import PersonaVideoError
     from .personas import list_personas
+    from .render.stage import load_portrait_for
     from .speech.voices import EMBEDDED_VOICES, get_voice
-    from .stages import load_portrait_for
     from .weights.preload import preload_heavy_models
 
     started = time.perf_counter()

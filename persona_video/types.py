@@ -8,9 +8,8 @@ Each stage takes the previous stage's result and returns its own:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
@@ -337,53 +336,59 @@ class MotionTrack:
         return self.coeffs[:, start:stop]
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
-    import os
+@dataclass(frozen=True)
+class Request:
+    """One generation request. None means "the persona's value"."""
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    persona: str = "mkbhd"
+    prompt: str | None = None  # what to explain; or give `script`
+    script: str | None = None  # a script to speak instead (markup honoured, plain text annotated)
+    temperature: float | None = None  # LLM temperature, 0..2
+    max_tokens: int | None = None  # script length bound, 16..2048
+    seed: int = 0  # fixes the offline writer, pause draws, blinks and head drift
+    voice: str | None = None  # heart | joe
+    speed: float | None = None  # speaking rate, 0.5..2
+    script_backend: str = "auto"  # auto | offline | gemini | openai
+    speech_backend: str = "auto"  # auto | hibari | piper | xtts
+    motion_backend: str = "auto"  # auto | embedded | sadtalker
+    enhancer: str = "auto"  # auto | none | gfpgan
+    portrait: str | None = None  # path to the user's portrait (None: the persona's)
+    reference_wav: str | None = None  # the user's voice sample for cloning (xtts only; 3-30 s)
+    framing: str = "crop"  # crop | full
+    still: bool = False  # hold the head, animate only the face
+    governor: dict[str, Any] = field(default_factory=dict)  # GovernorConfig overrides
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half a file."""
-    import json
+@dataclass(frozen=True)
+class StageEvent:
+    """What a stage produced: stage name, job, backend, wall seconds, its result."""
 
-    write_bytes_atomic(path, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
+    stage: str  # script_draft | script | speech | motion | governor | video | done
+    job_id: str
+    backend: str = ""
+    seconds: float = 0.0
+    result: Any = None
+    notice: str = ""
 
 
-# The compact-70 expression layout, as the embedded motion writes it and the mesh renderer reads it.
-#
-# What the embedded layout's coefficients mean to the mesh animator.
-#
-# The embedded motion generator writes SadTalker's compact-70 layout
-# (``exp 0:64, angle 64:67, trans 67:70``). SadTalker's 64 expression
-# dimensions are PCA weights of a face model; ours are named, interpretable
-# controls that the landmark animator turns into vertex displacements. Only the
-# indices below are used; the rest stay zero. Values are unitless strengths:
-# 0 is the portrait at rest, 1 the full shape (a little over 1 is allowed, the
-# animator clips to its safe range).
-#
-# | index | name        | 0 ->                 | 1 ->                                     |
-# |-------|-------------|----------------------|------------------------------------------|
-# | 0     | jaw_open    | lips as in portrait  | jaw dropped, lips apart (vowel "a")      |
-# | 1     | lip_wide    | rest width           | corners pulled out (vowels "i", "e")     |
-# | 2     | lip_round   | rest shape           | lips pursed and forward ("o", "u", "w")  |
-# | 3     | lip_press   | rest                 | lips pressed shut ("p", "b", "m")        |
-# | 4     | smile       | rest                 | corners up, cheeks raised                |
-# | 5     | blink_left  | eye open             | upper lid on lower lid (subject's left)  |
-# | 6     | blink_right | eye open             | upper lid on lower lid (subject's right) |
-# | 7     | brow_raise  | rest                 | both brows raised                        |
-# | 8     | lip_funnel  | rest                 | lips opened in a small round funnel ("sh", "ch") |
-# | 9     | teeth_show  | rest                 | upper lip raised from the teeth ("f", "v" lower lip tuck) |
-#
-# Pose (``angle 64:67``) is yaw, pitch, roll in radians (SadTalker's
-# convention: yaw turns the head to the subject's left when positive, pitch
-# tips the chin down when positive, roll tilts clockwise in the image when
-# positive). ``trans 67:70`` is x, y shift in face heights and z as a relative
-# scale change (0.02 = 2 % closer).
+@dataclass(frozen=True)
+class BackendChoice:
+    """What a stage will run and why, chosen once before any work (the manifest's ``backends``)."""
 
+    backend: str  # a backend name, e.g. offline | hibari | embedded | none
+    why: str  # one sentence for the manifest and the page's "auto picked" line
+    target: Any = None  # what the stage needs to run it (the script writer's plan, the voice)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"backend": self.backend, "why": self.why}
+
+
+# The compact-70 layout's named controls, as the embedded motion writes them and the mesh renderer
+# reads them (unitless strengths, 0 = the portrait at rest, 1 = the full shape); what each means is
+# the table in ``persona_video.motion``.
 JAW_OPEN = 0
 LIP_WIDE = 1
 LIP_ROUND = 2

@@ -259,7 +259,7 @@ def test_warm_up_loads_each_shipped_personas_voice_and_portrait():
 
     # a fresh process, as the server starts: nothing is loaded until warm_up runs
     code = (
-        "import persona_video.stages as stages, persona_video.speech.voices as voices;"
+        "import persona_video.render.stage as stages, persona_video.speech.voices as voices;"
         "from persona_video.server import warm_up;"
         "before = (len(stages._ANIMATORS), sorted(voices._VOICES)); warm_up();"
         "print(before, (len(stages._ANIMATORS), sorted(voices._VOICES)))"

@@ -156,7 +156,7 @@ def video_stage(root, job_id: str) -> dict:
 def test_one_slider_redraws_only_the_frames_it_changes_and_the_frames_are_right(fresh_job):
     from persona_video.encode.encoder import rgb_to_yuv
     from persona_video.personas import load_persona
-    from persona_video.stages import load_portrait_for
+    from persona_video.render.stage import load_portrait_for
 
     root, job_id = fresh_job
     before = Job.open(job_id, root).read_array("motion_governed.npy")

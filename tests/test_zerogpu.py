@@ -77,14 +77,14 @@ def test_the_lease_grows_with_the_work_within_what_zerogpu_grants() -> None:
 
 
 def test_sadtalker_is_refused_on_zerogpu_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    from persona_video import stages
-    from persona_video.pipeline import Request
+    from persona_video.motion.stage import choose_motion, motion_backend_for, sadtalker_status
+    from persona_video.types import Request
 
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    assert stages.sadtalker_status().reason == zerogpu.SADTALKER_REASON
-    assert stages.motion_backend_for(Request(prompt="Explain tides")) == "embedded"
+    assert sadtalker_status().reason == zerogpu.SADTALKER_REASON
+    assert motion_backend_for(Request(prompt="Explain tides")) == "embedded"
     with pytest.raises(BackendUnavailable, match="the GPU is lent only to this app's own process"):
-        stages.check_backends(Request(prompt="Explain tides", motion_backend="sadtalker"))
+        choose_motion(Request(prompt="Explain tides", motion_backend="sadtalker"))
 
 
 def test_the_page_says_why_motion_is_the_embedded_animator_on_zerogpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,7 +100,6 @@ def test_what_the_gpu_stage_calls_take_and_give_pickles() -> None:
     """ZeroGPU hands a wrapped call's arguments to its GPU worker process, and the result back, by pickle."""
     import pickle
 
-    from persona_video import stages
     from persona_video.motion.generator import generate_motion
     from persona_video.personas import load_persona
     from persona_video.pipeline import Request
@@ -116,8 +115,9 @@ def test_what_the_gpu_stage_calls_take_and_give_pickles() -> None:
         pickle.loads(pickle.dumps(value))
     # the GFPGAN video call: output path, portrait (with its animator), track, audio, request
     from persona_video.pipeline.video import encode_enhanced
+    from persona_video.render.stage import load_portrait_for
 
-    portrait = stages.load_portrait_for(persona, None, "crop")
+    portrait = load_portrait_for(persona, None, "crop")
     track = generate_motion(speech, persona.motion, seed=0)
     args = (encode_enhanced, "video.mp4", portrait, track, speech.audio, speech.sample_rate, request)
     assert pickle.loads(pickle.dumps(args))[2].animator.width == portrait.animator.width

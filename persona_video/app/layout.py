@@ -17,14 +17,16 @@ from typing import Any
 
 import gradio as gr
 
+from ..enhance.stage import ENHANCERS
 from ..governor import GOVERNOR_FIELDS
 from ..jobs.broker import broker_url_from_env
 from ..jobs.folder import outputs_dir
+from ..motion.stage import MOTION_BACKENDS
 from ..personas import list_personas
+from ..render.stage import FRAMINGS
 from ..script import SCRIPT_BACKENDS
 from ..speech import SPEECH_BACKENDS
 from ..speech.voices import EMBEDDED_VOICES
-from ..stages import ENHANCERS, FRAMINGS, MOTION_BACKENDS
 from . import content as ui_content
 from . import events as ui_events
 from . import session as ui_session

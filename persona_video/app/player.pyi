@@ -63,8 +63,11 @@ class LivePlayer(gr.Video):
         if result.returncode != 0:
             raise StageError("video", f"could not join the streamed segments: {_stderr_tail(result.stderr)}")
         return FileData(path=str(out), is_stream=False, orig_name="video-stream.mp4")
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
+
     if TYPE_CHECKING:
         from gradio.components import Timer
         from gradio.components.base import Component

@@ -34,7 +34,8 @@ from typing import IO, Self
 import numpy as np
 
 from ..errors import StageError
-from ..types import FPS, write_bytes_atomic
+from ..jobs.folder import write_bytes_atomic
+from ..types import FPS
 from .encoder import AI_NOTICE, AUDIO_BITRATE, DEFAULT_CRF, DEFAULT_PRESET, X264_PARAMS
 from .probe import _stderr_tail, ffmpeg_exe
 

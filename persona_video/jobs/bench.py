@@ -43,7 +43,7 @@ def _wait(condition, what: str, timeout_s: float = 120.0) -> None:
 
 def _in_process_runs(jobs: int) -> list[tuple[float, float]]:
     """[(wall s, processing s)] of jobs through an in-process JobQueue."""
-    from ..pipeline import Request
+    from ..types import Request
     from .queue import JobQueue
 
     queue = JobQueue(maxsize=1)
@@ -63,7 +63,7 @@ def _in_process_runs(jobs: int) -> list[tuple[float, float]]:
 
 def _broker_runs(jobs: int) -> list[tuple[float, float]]:
     """[(wall s, processing s)] of jobs through the broker to the worker, read as the API reads them."""
-    from ..pipeline import Request
+    from ..types import Request
     from . import broker
     from .broker import BrokerSettings
     from .remote import BrokerQueue

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import NotFoundError
-from ..types import write_json_atomic
 
 JOB_PREFIX = "persona_"
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -228,3 +227,19 @@ class Job:
 
     def save_manifest(self) -> None:
         write_json_atomic(self.folder / "manifest.json", self.manifest)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so readers never see half a file."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    import json
+
+    write_bytes_atomic(path, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))

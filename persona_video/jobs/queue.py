@@ -28,7 +28,7 @@ from ..errors import PersonaVideoError
 from ..settings import env_number
 
 if TYPE_CHECKING:
-    from ..pipeline import Request
+    from ..types import Request
 
 logger = logging.getLogger(__name__)
 
@@ -356,20 +356,6 @@ def _current_stage(kind: str, events: list[dict[str, Any]]) -> str:
     from .folder import stage_after
 
     return stage_after(events[-1]["stage"] if events else ("" if kind == "generate" else "motion"))
-
-
-def runner_from_env(after_each: Callable[[set[str]], None] | None = None) -> JobRunner:
-    """The broker's queue when PERSONA_VIDEO_BROKER is set (BrokerError naming the variable
-    when it is wrong or unreachable), else an in-process JobQueue calling ``after_each``."""
-    from .broker import broker_url_from_env
-
-    if broker_url_from_env() is None:
-        return JobQueue(after_each=after_each)
-    from .remote import shared_broker_queue
-
-    queue = shared_broker_queue()
-    assert queue is not None
-    return queue
 
 
 def error_code(error: PersonaVideoError) -> str:

@@ -15,16 +15,25 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, NotFoundError
 from . import broker
 from .broker import BrokerError, BrokerSettings
-from .queue import FIRST_JOB_ESTIMATE_S, JobBusy, QueueFull, TaskFailed, check_request, queue_size_from_env
+from .queue import (
+    FIRST_JOB_ESTIMATE_S,
+    JobBusy,
+    JobQueue,
+    JobRunner,
+    QueueFull,
+    TaskFailed,
+    check_request,
+    queue_size_from_env,
+)
 
 if TYPE_CHECKING:
-    from ..pipeline import Request, StageEvent
+    from ..types import Request, StageEvent
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +274,7 @@ class BrokerQueue:
         """The task's stage events as its worker sends them, each result read back from the
         shared job folder; "queued" events (notice: the place in the queue) while it waits.
         Raises TaskFailed when it failed."""
-        from ..pipeline import StageEvent
+        from ..types import StageEvent
 
         after = "0-0"
         place = None
@@ -289,8 +298,8 @@ class BrokerQueue:
 
 def _rebuilt(data: dict[str, Any]) -> StageEvent:
     """A StageEvent from a worker's event, its result read back from the job folder."""
-    from ..pipeline import StageEvent
     from ..pipeline.resume import restore_result
+    from ..types import StageEvent
     from .folder import Job
 
     if data["stage"] in ("script_draft", "chunk"):  # under way: the event itself says what there is
@@ -339,3 +348,15 @@ def shared_broker_queue() -> BrokerQueue | None:
         if url not in _SHARED:
             _SHARED[url] = BrokerQueue(BrokerSettings.from_env())
         return _SHARED[url]
+
+
+def runner_from_env(after_each: Callable[[set[str]], None] | None = None) -> JobRunner:
+    """The broker's queue when PERSONA_VIDEO_BROKER is set (BrokerError naming the variable
+    when it is wrong or unreachable), else an in-process JobQueue calling ``after_each``."""
+    from .broker import broker_url_from_env
+
+    if broker_url_from_env() is None:
+        return JobQueue(after_each=after_each)
+    queue = shared_broker_queue()
+    assert queue is not None
+    return queue

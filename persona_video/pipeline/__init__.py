@@ -15,59 +15,26 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .. import stages
-from ..errors import Cancelled, PersonaVideoError, StageError
-from ..governor import FULL_3DMM_MIN_DIMS, GovernorConfig
+from ..enhance.stage import choose_enhancer
+from ..errors import Cancelled, InputError, PersonaVideoError, StageError
+from ..governor import GovernorConfig
 from ..jobs.folder import Job
+from ..motion.stage import choose_motion, move, save_motion
 from ..personas import Persona, load_persona
+from ..render.stage import Portrait, load_job_portrait, load_portrait_for, save_portrait
 from ..script import script_from_text, stream_script
-from ..types import IntentTimingMap, MotionTrack, Script, Speech
+from ..script.stage import choose_writer, save_script
+from ..speech.stage import choose_voice, save_speech, speak
+from ..types import BackendChoice, IntentTimingMap, MotionTrack, Request, Script, Speech, StageEvent
 from . import streaming
 from . import video as video_stage
+from .resume import load_for_rerender
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Request:
-    """One generation request. None means "the persona's value"."""
-
-    persona: str = "mkbhd"
-    prompt: str | None = None  # what to explain; or give `script`
-    script: str | None = None  # a script to speak instead (markup honoured, plain text annotated)
-    temperature: float | None = None  # LLM temperature, 0..2
-    max_tokens: int | None = None  # script length bound, 16..2048
-    seed: int = 0  # fixes the offline writer, pause draws, blinks and head drift
-    voice: str | None = None  # heart | joe
-    speed: float | None = None  # speaking rate, 0.5..2
-    script_backend: str = "auto"  # auto | offline | gemini | openai
-    speech_backend: str = "auto"  # auto | hibari | piper | xtts
-    motion_backend: str = "auto"  # auto | embedded | sadtalker
-    enhancer: str = "auto"  # auto | none | gfpgan
-    portrait: str | None = None  # path to the user's portrait (None: the persona's)
-    reference_wav: str | None = None  # the user's voice sample for cloning (xtts only; 3-30 s)
-    framing: str = "crop"  # crop | full
-    still: bool = False  # hold the head, animate only the face
-    governor: dict[str, Any] = field(default_factory=dict)  # GovernorConfig overrides
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class StageEvent:
-    """What a stage produced: stage name, job, backend, wall seconds, its result."""
-
-    stage: str  # script_draft | script | speech | motion | governor | video | done
-    job_id: str
-    backend: str = ""
-    seconds: float = 0.0
-    result: Any = None
-    notice: str = ""
 
 
 def governor_config_for(persona: Persona, overrides: dict[str, Any] | None) -> GovernorConfig:
@@ -75,30 +42,55 @@ def governor_config_for(persona: Persona, overrides: dict[str, Any] | None) -> G
     return GovernorConfig.from_dict({**persona.governor, **(overrides or {})})
 
 
-def prepare(request: Request, *, heavy_here: bool = True) -> tuple[Persona, GovernorConfig, stages.Portrait]:
-    """Validate everything that can be validated before any work: raises InputError/NotFoundError.
+def choose_backends(request: Request, persona: Persona, *, heavy_here: bool = True) -> dict[str, BackendChoice]:
+    """What each stage will run and why, each stage asked once, in order (the manifest's
+    ``backends``, the page's "auto picked" line); raises for a backend that is unknown or, asked
+    for by name, cannot run here.
+
+    heavy_here: False where heavy backends run elsewhere (a server handing jobs to gpu
+        workers): one asked for by name is then not checked against this machine."""
+    motion = choose_motion(request, heavy_here=heavy_here)
+    return {
+        "script": choose_writer(request),
+        "speech": choose_voice(request, persona, heavy_here=heavy_here),
+        "motion": motion,
+        "render": motion,  # SadTalker renders what it moves; the embedded motion, the mesh renderer
+        "enhance": choose_enhancer(request, heavy_here=heavy_here),
+    }
+
+
+@dataclass
+class Plan:
+    """A validated request's persona, governor settings, portrait and backend choices."""
+
+    persona: Persona
+    config: GovernorConfig
+    portrait: Portrait
+    backends: dict[str, BackendChoice]
+
+    def backends_record(self) -> dict[str, dict[str, str]]:
+        return {stage: choice.to_dict() for stage, choice in self.backends.items()}
+
+
+def prepare(request: Request, *, heavy_here: bool = True) -> Plan:
+    """Validate everything that can be validated before any work, and choose each stage's backend:
+    raises InputError/NotFoundError/BackendUnavailable.
 
     heavy_here: False where heavy backends run elsewhere (a server handing jobs to gpu
         workers): one asked for by name is then not checked against this machine."""
     persona = load_persona(request.persona)
     if (request.prompt is None) == (request.script is None):
-        from ..errors import InputError
-
         raise InputError("give either a prompt (what to explain) or a script (what to say), not both")
     config = governor_config_for(persona, request.governor)
-    stages.check_backends(request, heavy_here=heavy_here)
-    from ..speech import resolve_voice
-
-    speech_backend = "auto" if request.speech_backend == "xtts" and not heavy_here else request.speech_backend
-    resolve_voice(persona, request.voice, speech_backend, request.reference_wav)
+    backends = choose_backends(request, persona, heavy_here=heavy_here)
     if request.script is not None:
         script_from_text(request.script, persona)  # broken markup is reported before any work
     if request.reference_wav is not None:
         from ..speech import validate_reference_upload
 
         validate_reference_upload(request.reference_wav)
-    portrait = stages.load_portrait_for(persona, request.portrait, request.framing)
-    return persona, config, portrait
+    portrait = load_portrait_for(persona, request.portrait, request.framing)
+    return Plan(persona, config, portrait, backends)
 
 
 def _timed(stage: str, job: Job, fn, *args, **kwargs):
@@ -157,7 +149,7 @@ def run(
     attempt: who runs it (a worker's name, host, pid), kept in the manifest's attempts.
     cancel: set it to stop the job (a new Generate): the manifest then says "cancelled"."""
     started = time.perf_counter()
-    persona, config, portrait = prepare(request)
+    plan = prepare(request)
     if request.prompt is not None:
         from ..script import validate_prompt
 
@@ -165,10 +157,10 @@ def run(
     job = Job.create(request.to_dict(), root, job_id)
     if attempt is not None:
         job.add_attempt(attempt)
-    job.set_state("running", backends=stages.auto_choices(request, persona))
+    job.set_state("running", backends=plan.backends_record())
     if request.portrait is not None:
-        stages.save_portrait(job, portrait)
-    yield from _generate(job, request, persona, config, portrait, started, (), cancel)
+        save_portrait(job, plan.portrait)
+    yield from _generate(job, request, plan, started, (), cancel)
 
 
 def resume(job_id: str, *, root: Path | None = None, attempt: dict[str, Any] | None = None) -> Iterator[StageEvent]:
@@ -185,17 +177,18 @@ def resume(job_id: str, *, root: Path | None = None, attempt: dict[str, Any] | N
     persona = load_persona(request.persona)
     config = governor_config_for(persona, request.governor)
     if request.portrait is not None and not job.has("portrait.png"):  # died before saving it
-        portrait = stages.load_portrait_for(persona, request.portrait, request.framing)
-        stages.save_portrait(job, portrait)
+        portrait = load_portrait_for(persona, request.portrait, request.framing)
+        save_portrait(job, portrait)
     else:
-        portrait = stages.load_job_portrait(job, persona, request)
+        portrait = load_job_portrait(job, persona, request)
+    plan = Plan(persona, config, portrait, choose_backends(request, persona))
     finished = finished_stages(job)
     if attempt is not None:
         job.add_attempt({**attempt, "resumed_after": finished[-1] if finished else None})
     job.set_state("running", error=None)
     if "backends" not in job.manifest:
-        job.set_state("running", backends=stages.auto_choices(request, persona))
-    yield from _generate(job, request, persona, config, portrait, started, finished)
+        job.set_state("running", backends=plan.backends_record())
+    yield from _generate(job, request, plan, started, finished)
 
 
 def _again(job: Job, stage: str) -> StageEvent:
@@ -210,23 +203,22 @@ def _again(job: Job, stage: str) -> StageEvent:
 def _generate(
     job: Job,
     request: Request,
-    persona: Persona,
-    config: GovernorConfig,
-    portrait: stages.Portrait,
+    plan: Plan,
     started: float,
     finished: tuple[str, ...],
     cancel: threading.Event | None = None,
 ) -> Iterator[StageEvent]:
     """Script, speech and motion (each read back instead when in `finished`), then `_render`;
     a new job whose stages all run embedded goes sentence by sentence instead (``streaming``)."""
-    if not finished and streaming.can_stream(request, persona):
-        script_events = _script_stage(job, request, persona, cancel)
+    persona, config, portrait = plan.persona, plan.config, plan.portrait
+    if not finished and streaming.can_stream(plan.backends):
+        script_events = _script_stage(job, request, plan, cancel)
         yield from streaming.run_streamed(job, request, persona, config, portrait, started, script_events, cancel)
         return
     if "script" in finished:
         event = _again(job, "script")
     else:
-        for event in _script_stage(job, request, persona, cancel):
+        for event in _script_stage(job, request, plan, cancel):
             if event.stage == "script":
                 break
             yield event
@@ -237,8 +229,8 @@ def _generate(
         event = _again(job, "speech")
     else:
         _check_cancelled(cancel, job, "speech")
-        speech, seconds = _timed("speech", job, stages.speak, script, persona, request)
-        stages.save_speech(job, speech)
+        speech, seconds = _timed("speech", job, speak, script, persona, request, plan.backends["speech"])
+        save_speech(job, speech)
         job.record_stage("speech", speech.backend, seconds, voice=speech.voice, audio_s=round(speech.duration_s, 3))
         job.add_notice(speech.notice)
         event = StageEvent("speech", job.job_id, speech.backend, seconds, speech, speech.notice)
@@ -249,23 +241,26 @@ def _generate(
         event = _again(job, "motion")
     else:
         _check_cancelled(cancel, job, "motion")
-        track, seconds = _timed("motion", job, stages.move, speech, persona, request, job, portrait)
-        job.write_array("motion_raw.npy", track.coeffs)
-        if track.reference.any():
-            job.set_state("running", motion_reference=[float(v) for v in track.reference])
+        motion = plan.backends["motion"]
+        track, seconds = _timed("motion", job, move, speech, persona, request, motion, job, portrait.image)
+        save_motion(job, track)
         job.record_stage("motion", track.backend, seconds, frames=track.num_frames)
         event = StageEvent("motion", job.job_id, track.backend, seconds, track)
     yield event
 
     audio, sample_rate, timing = speech.audio, speech.sample_rate, speech.timing
     _check_cancelled(cancel, job, "video")
-    yield from _render(job, request, config, portrait, audio, sample_rate, timing, event.result, started, finished)
+    enhancer = plan.backends["enhance"].backend
+    yield from _render(
+        job, request, config, portrait, enhancer, audio, sample_rate, timing, event.result, started, finished
+    )
 
 
-def _script_stage(job: Job, request: Request, persona: Persona, cancel: threading.Event | None) -> Iterator[StageEvent]:
+def _script_stage(job: Job, request: Request, plan: Plan, cancel: threading.Event | None) -> Iterator[StageEvent]:
     """The script stage: a ``script_draft`` event as a model's script grows, then the ``script``
     event with the finished Script, saved in the job folder."""
     script_started = time.perf_counter()
+    persona = plan.persona
     if request.script is not None:
         script, seconds = _timed("script", job, script_from_text, request.script, persona)
     else:
@@ -277,6 +272,7 @@ def _script_stage(job: Job, request: Request, persona: Persona, cancel: threadin
             seed=request.seed,
             backend=request.script_backend,
             cancel=cancel,
+            plan=plan.backends["script"].target,
         )
         while True:
             draft, _ = _timed("script", job, next, drafts, None)
@@ -285,7 +281,7 @@ def _script_stage(job: Job, request: Request, persona: Persona, cancel: threadin
             seconds = time.perf_counter() - script_started
             yield StageEvent("script_draft", job.job_id, draft.backend, seconds, draft)
         script, seconds = draft.script, time.perf_counter() - script_started
-    stages.save_script(job, script)
+    save_script(job, script)
     job.record_stage("script", script.backend, seconds, **({"model": script.model} if script.model else {}))
     job.add_notice(script.notice)
     yield StageEvent("script", job.job_id, script.backend, seconds, script, script.notice)
@@ -295,7 +291,8 @@ def _render(
     job: Job,
     request: Request,
     config: GovernorConfig,
-    portrait: stages.Portrait,
+    portrait: Portrait,
+    enhancer: str,
     audio,
     sample_rate: int,
     timing: IntentTimingMap,
@@ -322,31 +319,17 @@ def _render(
         event = _again(job, "video")
     else:
         clock = time.perf_counter()
-        rendered = video_stage.render_video(job, portrait, governed, audio, sample_rate, timing, request)
+        rendered = video_stage.render_video(job, portrait, governed, audio, sample_rate, timing, request, enhancer)
         video, backend, reused, same_as = yield from _stream_events("video", job, rendered, started)
         seconds = time.perf_counter() - clock
         job.record_stage("video", backend, seconds, frames=governed.num_frames, reused_frames=reused)
-        event = StageEvent("video", job.job_id, backend, seconds, video, _reuse_notice(reused, governed, same_as))
+        event = StageEvent(
+            "video", job.job_id, backend, seconds, video, video_stage.reuse_notice(reused, governed, same_as)
+        )
     total = time.perf_counter() - started
     job.set_state("done", finished=time.time(), processing_time=round(total, 3))
     yield event
     yield StageEvent("done", job.job_id, "", total, job)
-
-
-def _reuse_notice(reused: int, governed: MotionTrack, same_as: str = "") -> str:
-    """What a re-render took from earlier ones, in words ("" when it drew every frame)."""
-    if same_as == "earlier":
-        return "The motion is the same as in an earlier render of this job, so its video was used again."
-    if reused == 0:
-        return ""
-    if reused < governed.num_frames:
-        return f"{reused} of {governed.num_frames} frames had the same motion as before and were reused."
-    why = " (expression clamp and pose smoothing act only on SadTalker's 257-dim motion)"
-    return (
-        "The motion is the same as in the last render, so the video is unchanged"
-        + (why if governed.coeffs.shape[1] < FULL_3DMM_MIN_DIMS else "")
-        + "."
-    )
 
 
 def speak_script_request(job_id: str, script_text: str, *, root: Path | None = None) -> Request:
@@ -377,25 +360,22 @@ def rerender(
     started = time.perf_counter()
     job = Job.open(job_id, root)
     if job.manifest.get("state") == "running" and not locked:
-        from ..errors import InputError
-
         raise InputError(f"job {job_id} is still running: wait for it to finish, then re-render")
     for name in ("audio.wav", "timing.json", "motion_raw.npy"):
         if not job.has(name):
-            from ..errors import InputError
-
             raise InputError(f"job {job_id} has no {name}: it failed before that stage; generate it again")
     saved = job.read_json("request.json")
     request = replace(Request(**saved), governor={**saved.get("governor", {}), **(governor or {})})
     persona = load_persona(request.persona)
     config = governor_config_for(persona, request.governor)
-    portrait = stages.load_job_portrait(job, persona, request)
-    audio, sample_rate, timing, track = stages.load_for_rerender(job)
+    portrait = load_job_portrait(job, persona, request)
+    enhancer = choose_enhancer(request).backend
+    audio, sample_rate, timing, track = load_for_rerender(job)
     job.write_json("request.json", request.to_dict())
     if attempt is not None:
         job.add_attempt({**attempt, "kind": "rerender"})
     job.set_state("running", rerenders=int(job.manifest.get("rerenders", 0)) + 1)
-    yield from _render(job, request, config, portrait, audio, sample_rate, timing, track, started)
+    yield from _render(job, request, config, portrait, enhancer, audio, sample_rate, timing, track, started)
 
 
 __all__ = ["Request", "StageEvent", "prepare", "rerender", "resume", "run", "speak_script", "Speech"]

@@ -75,17 +75,6 @@ def restore_speech(job: Job) -> Speech:
     )
 
 
-def speech_record(speech: Speech) -> dict[str, Any]:
-    """What speech.json keeps beside audio.wav and timing.json: backend, voice, notice and the
-    phoneme timings [[symbol, start_s, end_s], ...]."""
-    return {
-        "backend": speech.backend,
-        "voice": speech.voice,
-        "notice": speech.notice,
-        "phonemes": [[p.phoneme, p.start_s, p.end_s] for p in speech.phonemes],
-    }
-
-
 def _track(job: Job, name: str, fps: int) -> MotionTrack:
     coeffs = job.read_array(name).astype(np.float32)
     backend = job.manifest.get("stages", {}).get("motion", {}).get("backend", "embedded")
@@ -121,3 +110,12 @@ def restore_result(job: Job, stage: str) -> Any:
     if stage == "video":
         return Path(job.path("video.mp4"))
     return job
+
+
+def load_for_rerender(job: Job) -> tuple[np.ndarray, int, IntentTimingMap, MotionTrack]:
+    """A finished job's audio ((num_samples,) float32 and its rate), timing map and raw motion."""
+    from ..wav import read_wav
+
+    audio, sample_rate = read_wav(job.path("audio.wav"))
+    timing = IntentTimingMap.from_dict(job.read_json("timing.json"))
+    return audio, sample_rate, timing, _track(job, "motion_raw.npy", timing.fps)

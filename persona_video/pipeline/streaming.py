@@ -34,22 +34,22 @@ from ..personas import Persona
 from ..types import FPS, Speech, split_sentences
 
 if TYPE_CHECKING:
-    from ..stages import Portrait
-    from . import Request, StageEvent
+    from ..render.stage import Portrait
+    from ..types import BackendChoice, Request, StageEvent
 
 logger = logging.getLogger(__name__)
 
 _END = object()  # no more sentences
 
 
-def can_stream(request: Request, persona: Persona) -> bool:
-    """True when every stage after the script runs embedded, so it can go sentence by sentence."""
-    from ..speech import resolve_voice
-    from ..stages import motion_backend_for
-    from .video import uses_gfpgan
-
-    speech_backend, _, _ = resolve_voice(persona, request.voice, request.speech_backend, request.reference_wav)
-    return speech_backend != "xtts" and motion_backend_for(request) == "embedded" and not uses_gfpgan(request)
+def can_stream(backends: dict[str, BackendChoice]) -> bool:
+    """True when every stage after the script runs embedded (``pipeline.choose_backends``), so it
+    can go sentence by sentence."""
+    return (
+        backends["speech"].backend != "xtts"
+        and backends["motion"].backend == "embedded"
+        and backends["enhance"].backend == "none"
+    )
 
 
 class _Failed(Exception):
@@ -281,7 +281,7 @@ def _draw(encoder: HlsEncoder, animator: Any, progress: _Progress, chunk: Any, s
 
 def _chunk_event(job: Job, segment: StreamSegment, started: float, progress: _Progress) -> StageEvent:
     """The event of a finished segment, with the sentence the renderer is drawing now."""
-    from . import StageEvent
+    from ..types import StageEvent
 
     drawn_s = progress.frames_done / FPS
     sentence = 1 + sum(end_s <= drawn_s for end_s in progress.sentence_ends)
@@ -292,8 +292,8 @@ def _chunk_event(job: Job, segment: StreamSegment, started: float, progress: _Pr
 
 def _save_stages(job: Job, config: GovernorConfig, progress: _Progress) -> Iterator[StageEvent]:
     """The finished speech, motion and governor: their files and events, as a batch run leaves them."""
-    from ..stages import save_speech
-    from . import StageEvent
+    from ..speech.stage import save_speech
+    from ..types import StageEvent
 
     speech, track, governed, gains = progress.speech, progress.track, progress.governed, progress.gains
     assert speech is not None and track is not None and governed is not None and gains is not None
@@ -318,7 +318,8 @@ def _finish(
 ) -> Iterator[StageEvent]:
     """The finished video: the stream's packets into the job's MP4, its captions, the done event."""
     from ..encode.captions import write_webvtt
-    from . import StageEvent, _reuse_notice
+    from ..types import StageEvent
+    from .video import reuse_notice as _reuse_notice
 
     speech, governed = progress.speech, progress.governed
     assert speech is not None and governed is not None

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, StageError
+from ..errors import StageError
+from ..governor import FULL_3DMM_MIN_DIMS
 from ..jobs.folder import Job
-from ..stages import Portrait
-from ..types import IntentTimingMap, MotionTrack
+from ..render.stage import Portrait
+from ..types import IntentTimingMap, MotionTrack, Request
 
 if TYPE_CHECKING:
     from ..encode.hls import StreamSegment
-    from . import Request
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def render_video(
     sample_rate: int,
     timing: IntentTimingMap,
     request: Request,
+    enhancer: str = "none",
 ) -> Generator[StreamSegment, None, tuple[Path, str, int, str]]:
     """Render the governed track and encode the MP4 and captions; a generator of the HLS segments
     (``hls``) of the embedded renderer as each is finished, so a re-render plays while it is drawn.
@@ -66,7 +67,7 @@ def render_video(
             frames = sadtalker_frames(job.folder, job.path("audio.wav"), track, request.still, request.framing)
             _encode(out, _to_yuv(frames), track, audio, sample_rate, request)
             backend = "sadtalker"
-        elif uses_gfpgan(request):
+        elif enhancer == "gfpgan":
             from ..zerogpu import on_gpu, video_gpu_s
 
             # GFPGAN is a torch model in this process: on ZeroGPU the whole render runs with a lease
@@ -85,8 +86,8 @@ def _render_cached(
     """The embedded renderer through the frame cache. Returns (frames reused, "" or where the
     whole video came from: "last" when the video on disk is already the one these coefficients
     made, "earlier" when a kept video of an earlier render was written back)."""
+    from ..jobs.folder import write_bytes_atomic
     from ..render.frame_cache import FRAMES, CachedRender, file_stamp
-    from ..types import write_bytes_atomic
 
     out = job.path("video.mp4")
     key = (job.job_id, portrait.key)
@@ -245,14 +246,17 @@ def render_ahead(
             yield drawn.result() if drawn is not None else store[index]
 
 
-def uses_gfpgan(request: Request) -> bool:
-    """True when GFPGAN restores the frames: asked for (BackendUnavailable when it cannot run
-    here), or auto and available."""
-    if request.enhancer == "none":
-        return False
-    from ..weights.registry import heavy_backend_status
-
-    status = heavy_backend_status("gfpgan")
-    if not status.available and request.enhancer == "gfpgan":
-        raise BackendUnavailable(f"the gfpgan enhancer cannot run here: {status.reason}")
-    return status.available
+def reuse_notice(reused: int, governed: MotionTrack, same_as: str = "") -> str:
+    """What a re-render took from earlier ones, in words ("" when it drew every frame)."""
+    if same_as == "earlier":
+        return "The motion is the same as in an earlier render of this job, so its video was used again."
+    if reused == 0:
+        return ""
+    if reused < governed.num_frames:
+        return f"{reused} of {governed.num_frames} frames had the same motion as before and were reused."
+    why = " (expression clamp and pose smoothing act only on SadTalker's 257-dim motion)"
+    return (
+        "The motion is the same as in the last render, so the video is unchanged"
+        + (why if governed.coeffs.shape[1] < FULL_3DMM_MIN_DIMS else "")
+        + "."
+    )

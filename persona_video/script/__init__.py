@@ -266,6 +266,7 @@ def stream_script(
     backend: str = "auto",
     env: Mapping[str, str] | None = None,
     cancel: threading.Event | None = None,
+    plan: WriterPlan | None = None,
 ) -> Iterator[ScriptDraft]:
     """Prompt -> ScriptDrafts, the last one carrying the finished Script.
 
@@ -273,10 +274,11 @@ def stream_script(
     sentences come out as each is final (checked: on topic, no preamble); what a
     model wrote that cannot be used is tried once more with seed + 1, then the
     template writes, with a notice saying why. Cancelled when ``cancel`` is set.
+    plan: the writer already chosen for this request (``plan_writer``); None chooses from ``backend``.
     """
     prompt = validate_prompt(prompt)
     temperature, max_tokens = _check_limits(persona, temperature, max_tokens)
-    plan = plan_writer(backend, env)
+    plan = plan or plan_writer(backend, env)
     notice = ""
     if plan.name != "offline":
         last: ScriptDraft | None = None

@@ -53,16 +53,18 @@ server = ThreadingHTTPServer(("127.0.0.1", 0), DeviceApi)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 os.environ["SPACES_ZERO_DEVICE_API_URL"] = f"http://127.0.0.1:{server.server_port}"
 
-from persona_video import stages, zerogpu
+from persona_video import zerogpu
 from persona_video.personas import load_persona
-from persona_video.pipeline import Request
+from persona_video.pipeline import choose_backends
 from persona_video.script import script_from_text
+from persona_video.speech.stage import speak
+from persona_video.types import Request
 
 zerogpu.report_startup()
 persona = load_persona("mkbhd")
 request = Request(persona="mkbhd", script=sys.argv[1], speech_backend="xtts", reference_wav=sys.argv[2])
 try:
-    stages.speak(script_from_text(request.script, persona), persona, request)
+    speak(script_from_text(request.script, persona), persona, request, choose_backends(request, persona)["speech"])
     outcome = "spoke"
 except Exception as e:
     outcome = type(e).__name__
