@@ -4,9 +4,13 @@
     for event in events: ...            # script, speech, motion, governor, video, done
 
 Every surface (CLI, Gradio app, REST API) drives these generators. Input is
-validated before a job folder exists, so bad input leaves nothing behind; a
-stage that fails marks the job failed in its manifest (which stage, why) and
-raises.
+validated and every stage's backend chosen (``prepare``) before a job folder
+exists, so bad input leaves nothing behind; a stage that fails marks the job
+failed in its manifest (which stage, why) and raises.
+
+A job whose stages all run embedded goes sentence by sentence (``streaming``);
+``video`` is the video stage (render, enhance and encode through the frame
+cache); ``resume`` reads finished stages back from a job folder.
 """
 
 from __future__ import annotations

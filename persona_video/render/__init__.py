@@ -1,4 +1,9 @@
-"""Stage 3c, embedded renderer: the portrait animator (face mesh + piecewise-affine warp)."""
+"""Stage 3c, render: takes the governed MotionTrack and the portrait and gives RGB frames.
+
+Backends: the embedded portrait animator (face mesh + piecewise-affine warp: ``face``, ``mesh``,
+``mouth``, ``shapes``, ``animator``, drawn through ``frame_cache``) and SadTalker's renderer
+(``sadtalker``). ``stage`` loads the request's portrait once and builds its animator once.
+"""
 
 from persona_video.render.animator import PortraitAnimator
 from persona_video.render.bench import bench_render

@@ -1,4 +1,6 @@
-"""Stage 1: script with intent markers.
+"""Stage 1: script with intent markers. Backends: ``gemini``, ``openai_compat``, ``ollama``,
+``local`` (llama.cpp on a GGUF), ``offline`` (the template); ``stage`` chooses once per request
+and saves the script in the job folder.
 
 Takes a prompt (or the user's own script) and a persona; gives a Script:
 canonical markup plus its segments, written sentence by sentence.

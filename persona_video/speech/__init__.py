@@ -1,4 +1,9 @@
-"""Stage 2: speech with a per-frame intent timing map.
+"""Stage 2: speech with a per-frame intent timing map. Takes the Script's intent and the persona;
+gives Speech: audio, the IntentTimingMap and phoneme timings.
+
+Backends: hibari (bundled voice "heart"), Piper (voice "joe", ``piper_graph``) and XTTS v2 voice
+cloning (``xtts``, the GPU extra); ``stage`` chooses once per request (``choice``) and saves the
+speech in the job folder.
 
 ``SpeechStream`` speaks a script sentence by sentence (see ``stream`` for how
 pauses, emphasis, level and joins are made); ``synthesize_with_intent`` speaks

@@ -12,7 +12,7 @@ from persona_video.cli import main
 from persona_video.weights.deployments import SADTALKER_COMMIT, deployment_report, format_deployments
 from persona_video.weights.registry import GROUPS, local_path
 
-DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
+DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("PERSONA_VIDEO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
