@@ -111,7 +111,7 @@ def run_broker_bench(jobs: int = 12) -> dict:
             with open(Path(scratch) / "worker.log", "wb") as log:
                 worker = subprocess.Popen(
                     [sys.executable, "-m", "persona_video", "worker", "--queue", "cpu"],
-                    cwd=Path(__file__).resolve().parent.parent,  # this very package
+                    cwd=Path(__file__).resolve().parents[2],  # this very package
                     stdout=log,
                     stderr=log,
                 )

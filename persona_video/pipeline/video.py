@@ -42,6 +42,7 @@ def render_video(
     """Render the governed track and encode the MP4 and captions; a generator of the HLS segments
     (``hls``) of the embedded renderer as each is finished, so a re-render plays while it is drawn.
 
+    enhancer: the enhance stage's choice ("gfpgan" or "none", ``enhance.stage.choose_enhancer``).
     Returns (path, backend, frames reused, "" or where the whole video came from: "last", it is
     already on disk, or "earlier", a kept video of an earlier render). Frames stream into ffmpeg
     as they are rendered (two render threads a few frames ahead), so rendering and encoding

@@ -120,7 +120,7 @@ def test_a_job_whose_process_died_is_interrupted_at_once_and_a_live_ones_is_not(
 
     # a real second process runs a job (as the CLI or an earlier server would) and is killed mid-run
     code = (
-        "import sys, time; from pathlib import Path; from persona_video.jobs import Job;"
+        "import sys, time; from pathlib import Path; from persona_video.jobs.folder import Job;"
         "job = Job.create({'persona': 'mkbhd', 'script': 'Hi.'}, Path(sys.argv[1]));"
         "job.record_stage('script', 'offline', 0.01); print(job.job_id, flush=True); time.sleep(60)"
     )
