@@ -219,6 +219,8 @@ def _stream_events(
                 update["status"] = _status(text, notices)
             update["auto"] = _auto_summary(picked)
             shown.update((k, v) for k, v in update.items() if k in RESULTS)
+            if event.stage == "video":
+                shown["video"] = str(event.result)  # the last update gives API clients the file itself
             yield update
     except Cancelled as e:
         logger.info("run cancelled: %s", e)

@@ -31,6 +31,9 @@ class LivePlayer(gr.Video):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(streaming=True, **kwargs)
 
+    def get_block_name(self) -> str:
+        return "video"  # the page draws it with Gradio's own video player
+
     async def stream_output(self, value: Any, output_id: str, first_chunk: bool) -> tuple[dict | None, dict]:
         output_file = {"path": output_id, "is_stream": True, "orig_name": "video-stream.mp4"}
         output_file["meta"] = {"_type": "gradio.FileData"}
