@@ -25,10 +25,9 @@ from .probe import _stderr_tail, ffmpeg_exe
 logger = logging.getLogger(__name__)
 
 class LivePlayer(gr.Video):
-    """A streaming gr.Video whose chunks are paths of finished segments of a job's stream."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(streaming=True, **kwargs)
+    """A streaming gr.Video (make it with ``streaming=True``) whose chunks are paths of finished
+    segments of a job's stream. gr.Video's own constructor is kept: Gradio reads the page's
+    component settings from its signature."""
 
     def get_block_name(self) -> str:
         return "video"  # the page draws it with Gradio's own video player
