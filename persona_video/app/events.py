@@ -109,10 +109,15 @@ def _error_status(message: str, notices: Iterable[str] = ()) -> str:
     return _status(f"**Error:** {message}", notices)
 
 
+#: The live player shown while a run goes (its stream plays there), the finished one after it.
+LIVE_PLAYER = {"live": gr.update(visible=True), "video": gr.update(value=None, visible=False)}
+FINISHED_PLAYER = {"live": gr.update(visible=False), "video": gr.update(visible=True)}
+
+
 def _failed(message: str, notices: Iterable[str] = (), rows: dict[str, tuple[str, float]] | None = None) -> dict:
     """The last update of a failed event: the message in the status line and a toast."""
     gr.Warning(message, title="Could not finish")
-    update: dict[str, Any] = {"status": _error_status(message, notices)}
+    update: dict[str, Any] = {"status": _error_status(message, notices), **FINISHED_PLAYER}
     if rows is not None:
         update["stages"] = stage_table(rows)
     return update
@@ -154,7 +159,6 @@ def _stream_events(
     picked: dict[str, str] = {}
     timing: IntentTimingMap | None = None
     job_folder: Path | None = None
-    live = False  # the live player shows the stream (the finished video takes over at the end)
     try:
         for event in events:
             if event.stage == "queued":  # waiting for a worker (broker)
@@ -167,9 +171,6 @@ def _stream_events(
                 yield {"job_id": event.job_id, "script": event.result.text, "status": _status(text, notices)}
                 continue
             if event.stage == "chunk":
-                if not live:
-                    live = True
-                    yield {"live": gr.update(visible=True), "video": gr.update(visible=False)}
                 segment = event.result
                 drawing = f" sentence {segment.sentence} of {segment.sentences}" if segment.sentence else ""
                 text = f"**Playing** while drawing{drawing}…"
@@ -203,15 +204,14 @@ def _stream_events(
             elif event.stage == "video":
                 job_folder = Path(event.result).parent
                 # the finished MP4, with its download and captions, takes over from the live player
-                update["video"] = gr.update(value=str(event.result), visible=True) if live else str(event.result)
+                update["video"] = gr.update(value=str(event.result), visible=True)
                 update["files"] = _job_files(job_folder)
             if event.stage == "done":
                 total_s = sum(seconds for _backend, seconds in rows.values())
                 update["stages"] = stage_table(rows, total_s)
                 update["status"] = _status(f"**{done}** in {ran_s:.2f} s (job `{event.job_id}`)", notices)
                 update["another"] = gr.update(visible=True)
-                if live:
-                    update["live"] = gr.update(visible=False)
+                update["live"] = gr.update(visible=False)
                 update = {**shown, **update}
             else:
                 update["stages"] = stage_table(rows)
@@ -220,6 +220,8 @@ def _stream_events(
                 update["status"] = _status(text, notices)
             update["auto"] = _auto_summary(picked)
             shown.update((k, v) for k, v in update.items() if k in RESULTS)
+            if event.stage == "video":
+                shown["video"] = str(event.result)  # the last update gives API clients the file itself
             yield update
     except Cancelled as e:
         logger.info("run cancelled: %s", e)
@@ -316,8 +318,7 @@ def _start(first: str) -> dict[str, Any]:
         "status": _status(f"**{RUNNING[first]}…**"),
         "audio": None,
         "plot": None,
-        "video": gr.update(value=None, visible=True),
-        "live": gr.update(visible=False),
+        **LIVE_PLAYER,
         "files": None,
         "stages": "",
         "another": gr.update(visible=False),
@@ -414,7 +415,7 @@ def rerender(
     except PersonaVideoError as e:
         yield _failed(str(e))
         return
-    yield {"status": _status(f"**{RUNNING['governor']}…**")}
+    yield {"status": _status(f"**{RUNNING['governor']}…**"), **LIVE_PLAYER}
     yield from _stream(events, rows, done="Re-rendered")
 
 

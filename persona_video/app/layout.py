@@ -193,6 +193,7 @@ def build_ui() -> gr.Blocks:
                     with gr.Column():
                         # the job's stream while it is made; the finished MP4 below takes over at the end
                         live = LivePlayer(
+                            streaming=True,
                             label="Video (playing while it is made)",
                             autoplay=True,
                             interactive=False,

@@ -26,10 +26,12 @@ logger = logging.getLogger(__name__)
 
 
 class LivePlayer(gr.Video):
-    """A streaming gr.Video whose chunks are paths of finished segments of a job's stream."""
+    """A streaming gr.Video (make it with ``streaming=True``) whose chunks are paths of finished
+    segments of a job's stream. gr.Video's own constructor is kept: Gradio reads the page's
+    component settings from its signature."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(streaming=True, **kwargs)
+    def get_block_name(self) -> str:
+        return "video"  # the page draws it with Gradio's own video player
 
     async def stream_output(self, value: Any, output_id: str, first_chunk: bool) -> tuple[dict | None, dict]:
         output_file = {"path": output_id, "is_stream": True, "orig_name": "video-stream.mp4"}

@@ -25,10 +25,12 @@ from .probe import _stderr_tail, ffmpeg_exe
 logger = logging.getLogger(__name__)
 
 class LivePlayer(gr.Video):
-    """A streaming gr.Video whose chunks are paths of finished segments of a job's stream."""
+    """A streaming gr.Video (make it with ``streaming=True``) whose chunks are paths of finished
+    segments of a job's stream. gr.Video's own constructor is kept: Gradio reads the page's
+    component settings from its signature."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(streaming=True, **kwargs)
+    def get_block_name(self) -> str:
+        return "video"  # the page draws it with Gradio's own video player
 
     async def stream_output(self, value: Any, output_id: str, first_chunk: bool) -> tuple[dict | None, dict]:
         output_file = {"path": output_id, "is_stream": True, "orig_name": "video-stream.mp4"}
@@ -63,11 +65,8 @@ class LivePlayer(gr.Video):
         if result.returncode != 0:
             raise StageError("video", f"could not join the streamed segments: {_stderr_tail(result.stderr)}")
         return FileData(path=str(out), is_stream=False, orig_name="video-stream.mp4")
-    from collections.abc import Callable, Sequence
-    from typing import TYPE_CHECKING, Any, Literal
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
-
     if TYPE_CHECKING:
         from gradio.components import Timer
         from gradio.components.base import Component
