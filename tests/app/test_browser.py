@@ -293,7 +293,7 @@ def test_the_video_plays_while_it_is_made(app_url: str, browser, tmp_path: Path)
     job_id = re.search(r"job `?([0-9a-f]{32})", status_text).group(1)
     governed = np.load(OUTPUTS_OF[app_url] / f"persona_{job_id}" / "motion_governed.npy")
     from persona_video.personas import load_persona
-    from persona_video.stages import load_portrait_for
+    from persona_video.render.stage import load_portrait_for
 
     animator = load_portrait_for(load_persona("mkbhd"), None, "crop").animator
     decoded = [np.frombuffer(f, np.uint8).reshape(animator.height, animator.width, 3) for f in frames_of(video)]
