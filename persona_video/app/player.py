@@ -69,18 +69,21 @@ class LivePlayer(gr.Video):
 
 
 #: Runs in the browser when the finished video arrives: it takes over where the live player has
-#: got to, so the viewer sees one video go on, not a restart from zero.
+#: got to, so the viewer sees one video go on, not a restart from zero. It keeps looking for a
+#: while, because the page may draw the finished player anew as it shows it.
 HANDOVER_JS = """
 () => {
   const live = document.querySelector('#live video');
-  if (!live || live.paused || live.ended) return;
-  const at = live.currentTime;
+  if (!live || !(live.currentTime > 0)) return;
   const asked = Date.now();
   const take = () => {
     const done = document.querySelector('#video video');
-    if (!done || !done.currentSrc) { if (Date.now() - asked < 10000) setTimeout(take, 50); return; }
-    const go = () => { live.pause(); done.currentTime = at + (live.currentTime - at); done.play(); };
-    if (done.readyState >= 1) go(); else done.addEventListener('loadedmetadata', go, { once: true });
+    if (done && done.currentSrc && !done.pvTaken) {
+      done.pvTaken = true;
+      const go = () => { done.currentTime = live.currentTime; live.pause(); done.play(); };
+      if (done.readyState >= 1) go(); else done.addEventListener('loadedmetadata', go, { once: true });
+    }
+    if (Date.now() - asked < 10000) setTimeout(take, 100);
   };
   take();
 }
