@@ -18,6 +18,7 @@ STAGES = ("script", "speech", "motion", "governor", "render", "enhance", "encode
 #: What every stage may import besides itself: the typed results and the ground they stand on.
 GROUND = (
     "types",
+    "expression",
     "errors",
     "settings",
     "personas",

@@ -50,12 +50,10 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from ..personas import MotionStyle
-from ..types import (
+from ..expression import (
     BLINK_LEFT,
     BLINK_RIGHT,
     BROW_RAISE,
-    FPS,
     JAW_OPEN,
     LIP_FUNNEL,
     LIP_PRESS,
@@ -68,9 +66,9 @@ from ..types import (
     TEETH_SHOW,
     TRANS_Z,
     YAW,
-    MotionTrack,
-    Speech,
 )
+from ..personas import MotionStyle
+from ..types import FPS, MotionTrack, Speech
 from .visemes import (
     FUNNEL,
     JAW,

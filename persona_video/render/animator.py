@@ -17,6 +17,21 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
+from persona_video.expression import (
+    BLINK_LEFT,
+    BLINK_RIGHT,
+    EXP_STOP,
+    MAX_PITCH_RAD,
+    MAX_ROLL_RAD,
+    MAX_YAW_RAD,
+    PITCH,
+    ROLL,
+    TEETH_SHOW,
+    TRANS_X,
+    TRANS_Y,
+    TRANS_Z,
+    YAW,
+)
 from persona_video.render.face import FaceLandmarks
 from persona_video.render.geometry import Framing, frame_portrait, posing_depth, rotation
 from persona_video.render.mesh import NUM_FACE_VERTICES, build_mesh, pixel_matrix, signed_areas
@@ -31,21 +46,6 @@ from persona_video.render.shapes import (
     UPPER_INNER_LIP,
     FaceFrame,
     expression_basis,
-)
-from persona_video.types import (
-    BLINK_LEFT,
-    BLINK_RIGHT,
-    EXP_STOP,
-    MAX_PITCH_RAD,
-    MAX_ROLL_RAD,
-    MAX_YAW_RAD,
-    PITCH,
-    ROLL,
-    TEETH_SHOW,
-    TRANS_X,
-    TRANS_Y,
-    TRANS_Z,
-    YAW,
 )
 
 logger = logging.getLogger(__name__)

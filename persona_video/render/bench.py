@@ -7,10 +7,10 @@ import time
 import cv2
 import numpy as np
 
+from persona_video.expression import BLINK_LEFT, BLINK_RIGHT, JAW_OPEN, LIP_ROUND, LIP_WIDE, PITCH, ROLL, YAW
 from persona_video.render.animator import PortraitAnimator
 from persona_video.render.face import detect_face
 from persona_video.render.portraits import load_portrait
-from persona_video.types import BLINK_LEFT, BLINK_RIGHT, JAW_OPEN, LIP_ROUND, LIP_WIDE, PITCH, ROLL, YAW
 
 
 def speech_like_coeffs(num_frames: int, fps: float = 25.0, seed: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from persona_video.types import (
+from persona_video.expression import (
     BLINK_LEFT,
     BLINK_RIGHT,
     BROW_RAISE,

@@ -10,9 +10,7 @@ import pytest
 from PIL import Image
 
 from persona_video.errors import InputError
-from persona_video.render import PortraitAnimator, detect_all_faces, detect_face, load_portrait
-from persona_video.render.portraits import decode_portrait
-from persona_video.types import (
+from persona_video.expression import (
     EXPRESSION_NAMES,
     JAW_OPEN,
     MAX_PITCH_RAD,
@@ -24,6 +22,8 @@ from persona_video.types import (
     TRANS_Z,
     YAW,
 )
+from persona_video.render import PortraitAnimator, detect_all_faces, detect_face, load_portrait
+from persona_video.render.portraits import decode_portrait
 
 
 @pytest.fixture(scope="module")
