@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
 from .. import pipeline
-from ..errors import Cancelled, InputError, PersonaVideoError
+from ..errors import InputError, PersonaVideoError
 from ..governor import GOVERNOR_FIELDS
 from ..jobs.folder import Job
 from ..personas import load_persona
-from ..types import IntentTimingMap
 from . import session as ui_session
 from .content import persona_card
-from .plot import intent_figure
+from .updates import LIVE_PLAYER, RUNNING, STAGES, failed_update, page_updates, status_line  # noqa: F401  (STAGES)
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +38,6 @@ logger = logging.getLogger(__name__)
 OUTPUTS = ("status", "script", "audio", "plot", "video", "files", "stages", "auto", "job_id", "another", "live")
 #: Governor controls in the order the sliders are wired: the checkbox, then GOVERNOR_FIELDS.
 GOVERNOR_INPUTS = ("enabled", *GOVERNOR_FIELDS)
-#: Stages in pipeline order, with what the status line says while each runs.
-RUNNING: dict[str, str] = {
-    "script": "Writing the script",
-    "speech": "Speaking the script",
-    "motion": "Generating head and face motion",
-    "governor": "Applying the motion governor",
-    "video": "Rendering and encoding the video",
-}
-STAGES = tuple(RUNNING)
-#: Outputs that hold a run's results (repeated in its last update, so the API's answer has them all).
-RESULTS = ("script", "audio", "plot", "video", "files")
 AUTO = "auto"
 
 
@@ -79,162 +66,6 @@ def governor_overrides(*values: Any) -> dict[str, Any]:
     return out
 
 
-def stage_table(rows: dict[str, tuple[str, float]], total_s: float | None = None) -> str:
-    """A markdown table of each finished stage's backend and wall time."""
-    if not rows:
-        return ""
-    lines = ["| Stage | Backend | Time |", "|---|---|---:|"]
-    for stage in STAGES:
-        if stage in rows:
-            backend, seconds = rows[stage]
-            lines.append(f"| {stage} | {backend} | {seconds:.2f} s |")
-    if total_s is not None:
-        lines.append(f"| **total** | | **{total_s:.2f} s** |")
-    return "\n".join(lines)
-
-
-def _auto_summary(picked: dict[str, str]) -> str:
-    if not picked:
-        return "What `auto` picked appears here after a run."
-    parts = [f"{stage}: **{backend}**" for stage, backend in picked.items()]
-    return "Last run used — " + " · ".join(parts)
-
-
-def _status(text: str, notices: Iterable[str] = ()) -> str:
-    lines = [text, *(f"> {notice}" for notice in notices if notice)]
-    return "\n\n".join(lines)
-
-
-def _error_status(message: str, notices: Iterable[str] = ()) -> str:
-    return _status(f"**Error:** {message}", notices)
-
-
-#: The live player shown while a run goes (its stream plays there), the finished one after it.
-LIVE_PLAYER = {"live": gr.update(visible=True), "video": gr.update(value=None, visible=False)}
-FINISHED_PLAYER = {"live": gr.update(visible=False), "video": gr.update(visible=True)}
-
-
-def _failed(message: str, notices: Iterable[str] = (), rows: dict[str, tuple[str, float]] | None = None) -> dict:
-    """The last update of a failed event: the message in the status line and a toast."""
-    gr.Warning(message, title="Could not finish")
-    update: dict[str, Any] = {"status": _error_status(message, notices), **FINISHED_PLAYER}
-    if rows is not None:
-        update["stages"] = stage_table(rows)
-    return update
-
-
-def _job_files(job_folder: Path) -> list[str]:
-    return [str(job_folder / name) for name in ("video.mp4", "captions.vtt") if (job_folder / name).is_file()]
-
-
-def _stream(
-    events: Iterator[pipeline.StageEvent], rows: dict[str, tuple[str, float]], done: str = "Done"
-) -> Iterator[dict]:
-    """Updates for the page as each stage event arrives; errors become a message.
-
-    rows: stage -> (backend, seconds) already known (a re-render's earlier stages);
-    done: the status word at the end, followed by this run's own wall time.
-    """
-    from ..jobs.queue import PIPELINE_SLOT
-    from ..jobs.remote import shared_broker_queue
-
-    if shared_broker_queue() is not None:  # the job runs on a worker: nothing to wait for here
-        yield from _stream_events(events, rows, done)
-        return
-    if not PIPELINE_SLOT.acquire(blocking=False):
-        yield {"status": _status("**Waiting** for a job sent through the API to finish…")}
-        PIPELINE_SLOT.acquire()
-    try:
-        yield from _stream_events(events, rows, done)
-    finally:
-        PIPELINE_SLOT.release()
-
-
-def _stream_events(
-    events: Iterator[pipeline.StageEvent], rows: dict[str, tuple[str, float]], done: str
-) -> Iterator[dict]:
-    ran_s = 0.0
-    shown: dict[str, Any] = {}  # every result sent so far: the last update repeats them for API clients
-    notices: list[str] = []
-    picked: dict[str, str] = {}
-    timing: IntentTimingMap | None = None
-    job_folder: Path | None = None
-    try:
-        for event in events:
-            if event.stage == "queued":  # waiting for a worker (broker)
-                yield {"status": _status(f"**Waiting** for a worker: {event.notice}…"), "job_id": event.job_id}
-                continue
-            update: dict[str, Any] = {"job_id": event.job_id}
-            if event.stage == "script_draft":
-                written = len(event.result.sentences)
-                text = f"**Writing the script** with the {event.backend} model… {written} sentences so far"
-                yield {"job_id": event.job_id, "script": event.result.text, "status": _status(text, notices)}
-                continue
-            if event.stage == "chunk":
-                segment = event.result
-                drawing = f" sentence {segment.sentence} of {segment.sentences}" if segment.sentence else ""
-                text = f"**Playing** while drawing{drawing}…"
-                yield {"job_id": event.job_id, "live": str(segment.path), "status": _status(text, notices)}
-                continue
-            if event.notice and event.notice not in notices:
-                notices.append(event.notice)
-            if event.stage == "script" and event.result.model:
-                rows["script"] = (f"{event.backend} ({event.result.model})", event.seconds)
-                ran_s += event.seconds
-                picked["script"] = event.backend
-            elif event.stage in RUNNING:
-                rows[event.stage] = (event.backend, event.seconds)
-                ran_s += event.seconds
-                picked[event.stage] = event.backend
-            if event.stage == "script":
-                update["script"] = event.result.markup
-            elif event.stage == "speech":
-                timing = event.result.timing
-                picked["speech"] = f"{event.backend} ({event.result.voice})"
-                update["audio"] = str(_folder_of(event.job_id) / "audio.wav")
-                # the audio goes out first: it is playable before the plot is drawn
-                shown["audio"] = update.pop("audio")
-                yield {"audio": shown["audio"], "job_id": event.job_id}
-                update["plot"] = intent_figure(timing)
-            elif event.stage == "governor":
-                _governed, gains, _config = event.result
-                if timing is None:
-                    timing = IntentTimingMap.from_dict(Job.open(event.job_id).read_json("timing.json"))
-                update["plot"] = intent_figure(timing, gains)
-            elif event.stage == "video":
-                job_folder = Path(event.result).parent
-                # the finished MP4, with its download and captions, takes over from the live player
-                update["video"] = gr.update(value=str(event.result), visible=True)
-                update["files"] = _job_files(job_folder)
-            if event.stage == "done":
-                total_s = sum(seconds for _backend, seconds in rows.values())
-                update["stages"] = stage_table(rows, total_s)
-                update["status"] = _status(f"**{done}** in {ran_s:.2f} s (job `{event.job_id}`)", notices)
-                update["another"] = gr.update(visible=True)
-                update["live"] = gr.update(visible=False)
-                update = {**shown, **update}
-            else:
-                update["stages"] = stage_table(rows)
-                following = STAGES[STAGES.index(event.stage) + 1] if event.stage != STAGES[-1] else None
-                text = f"**{RUNNING[following]}…**" if following else "**Finishing…**"
-                update["status"] = _status(text, notices)
-            update["auto"] = _auto_summary(picked)
-            shown.update((k, v) for k, v in update.items() if k in RESULTS)
-            if event.stage == "video":
-                shown["video"] = str(event.result)  # the last update gives API clients the file itself
-            yield update
-    except Cancelled as e:
-        logger.info("run cancelled: %s", e)
-        yield {"status": _status(f"**Cancelled:** {e} (a new run replaced it)", notices), "stages": stage_table(rows)}
-    except PersonaVideoError as e:
-        logger.info("request failed: %s", e)
-        yield _failed(str(e), notices, rows)
-    except Exception as e:  # a bug, not the user's doing: traceback to the log, one line to the page
-        logger.exception("request failed unexpectedly")
-        message = f"unexpected {type(e).__name__}: {e} (the server log has the details)"
-        yield _failed(message, notices, rows)
-
-
 def _generation(request: pipeline.Request, cancel: threading.Event | None = None) -> Iterator[pipeline.StageEvent]:
     """The events of a new job: queued on the broker and followed (PERSONA_VIDEO_BROKER set), or run here.
     cancel stops a job run here (a worker's job runs to its end)."""
@@ -260,10 +91,6 @@ def _rerendering(job_id: str, overrides: dict[str, Any]) -> Iterator[pipeline.St
     if job.manifest.get("state") in ("queued", "running"):
         raise InputError(f"job {job_id} is still {job.manifest['state']}: wait for it to finish, then re-render")
     yield from queue.follow(queue.submit_rerender(job_id, overrides))
-
-
-def _folder_of(job_id: str) -> Path:
-    return Job.open(job_id).folder
 
 
 def _clean(value: Any) -> Any:
@@ -315,7 +142,7 @@ def build_request(
 def _start(first: str) -> dict[str, Any]:
     """The first update of a run: clear the previous result, name the first stage."""
     return {
-        "status": _status(f"**{RUNNING[first]}…**"),
+        "status": status_line(f"**{RUNNING[first]}…**"),
         "audio": None,
         "plot": None,
         **LIVE_PLAYER,
@@ -365,10 +192,10 @@ def generate(
         cancel = ui_session.register_run(request_session)
         events = _generation(pipeline_request, cancel)
     except PersonaVideoError as e:
-        yield _failed(str(e))
+        yield failed_update(str(e))
         return
     try:
-        yield from _stream(events, {})
+        yield from page_updates(events, {})
     finally:
         ui_session.forget_run(request_session, cancel)
 
@@ -385,9 +212,9 @@ def speak_edited(job_id: str | None, script_text: str, persona_id: str) -> Itera
         else:
             events = _generation(build_request(persona_id, None, script=script_text))
     except PersonaVideoError as e:
-        yield _failed(str(e))
+        yield failed_update(str(e))
         return
-    yield from _stream(events, {})
+    yield from page_updates(events, {})
 
 
 def rerender(
@@ -413,10 +240,10 @@ def rerender(
         }
         events = _rerendering(job_id, overrides)
     except PersonaVideoError as e:
-        yield _failed(str(e))
+        yield failed_update(str(e))
         return
-    yield {"status": _status(f"**{RUNNING['governor']}…**"), **LIVE_PLAYER}
-    yield from _stream(events, rows, done="Re-rendered")
+    yield {"status": status_line(f"**{RUNNING['governor']}…**"), **LIVE_PLAYER}
+    yield from page_updates(events, rows, done="Re-rendered")
 
 
 def reset() -> dict[str, Any]:

@@ -69,18 +69,32 @@ class LivePlayer(gr.Video):
 
 
 #: Runs in the browser when the finished video arrives: it takes over where the live player has
-#: got to, so the viewer sees one video go on, not a restart from zero. It keeps looking for a
-#: while, because the page may draw the finished player anew as it shows it.
+#: got to, so the viewer sees one video go on, not a restart from zero. The live player's place is
+#: noted as it plays, because the page may take the live player down (and its position with it)
+#: before the finished file is loaded; the finished player is looked for a while, as the page may
+#: draw it anew as it shows it.
 HANDOVER_JS = """
 () => {
   const live = document.querySelector('#live video');
   if (!live || !(live.currentTime > 0)) return;
+  let at = live.currentTime, when = performance.now(), playing = !live.paused;
+  const note = () => {
+    if (!live.currentSrc || !(live.currentTime > 0)) return;
+    at = live.currentTime; when = performance.now(); playing = !live.paused;
+  };
+  live.addEventListener('timeupdate', note);
   const asked = Date.now();
   const take = () => {
     const done = document.querySelector('#video video');
     if (done && done.currentSrc && !done.pvTaken) {
       done.pvTaken = true;
-      const go = () => { done.currentTime = live.currentTime; live.pause(); done.play(); };
+      const go = () => {
+        note();
+        live.removeEventListener('timeupdate', note);
+        live.pause();
+        done.currentTime = at + (playing ? (performance.now() - when) / 1000 : 0);
+        done.play();
+      };
       if (done.readyState >= 1) go(); else done.addEventListener('loadedmetadata', go, { once: true });
     }
     if (Date.now() - asked < 10000) setTimeout(take, 100);
