@@ -130,7 +130,9 @@ class _Progress:
         self.frames_done = 0
         self.sentence_ends: list[float] = []  # seconds where each spoken sentence's audio ends
         self.rendered: list[np.ndarray] = []  # governed coefficient rows as drawn
-        self.frames: list[np.ndarray] = []  # YUV 4:2:0 pictures as drawn (for the frame cache)
+        # YUV 4:2:0 pictures as drawn, for the frame cache (a block as big as its budget, paged in as
+        # it is written; None when the cache is off or the video outgrew it)
+        self.store: np.ndarray | None = None
         self.seconds = {"speech": 0.0, "motion": 0.0, "governor": 0.0, "video": 0.0}
         self.speech: Speech | None = None
         self.track = None
@@ -271,9 +273,15 @@ def _draw(encoder: HlsEncoder, animator: Any, progress: _Progress, chunk: Any, s
         return
     clock = time.perf_counter()
     rows = np.ascontiguousarray(governed.coeffs[progress.frames_done : ready], dtype=np.float32)
-    for frame in render_ahead(animator, rows):
+    if progress.frames_done == 0:
+        from ..render.frame_cache import FRAMES
+
+        progress.store = FRAMES.stream_block(animator.height, animator.width)
+    if progress.store is not None and ready > len(progress.store):
+        progress.store = None  # longer than the cache holds: not kept
+    into = None if progress.store is None else progress.store[progress.frames_done : ready]
+    for frame in render_ahead(animator, rows, into):
         encoder.write_yuv(frame)
-        progress.frames.append(frame)
     progress.rendered.append(rows)
     progress.frames_done = ready
     progress.seconds["video"] += time.perf_counter() - clock
@@ -330,7 +338,7 @@ def _finish(
     match = bool(np.array_equal(rendered, governed.coeffs))
     if not match:
         logger.warning("job %s: frames drawn while streaming differ from the finished motion", job.job_id)
-    _keep_frames(job, portrait, governed.coeffs, progress.frames, out)
+    _keep_frames(job, portrait, governed.coeffs, progress.store, out)
     seconds = progress.seconds["video"] + time.perf_counter() - clock
     segments = len(list(job.path(STREAM_DIR).glob("seg_*.ts")))
     job.record_stage(
@@ -343,20 +351,14 @@ def _finish(
     yield StageEvent("done", job.job_id, "", total, job)
 
 
-def _keep_frames(job: Job, portrait: Portrait, coeffs: np.ndarray, frames: list[np.ndarray], out) -> None:
+def _keep_frames(job: Job, portrait: Portrait, coeffs: np.ndarray, store: np.ndarray | None, out) -> None:
     """The drawn frames into the frame cache, so a re-render draws only what its settings change."""
-    from ..render.frame_cache import FRAMES, CachedRender, file_stamp, frame_store
+    from ..render.frame_cache import FRAMES, CachedRender, file_stamp
 
     key = (job.job_id, portrait.key)
     coeffs = np.ascontiguousarray(coeffs, dtype=np.float32)
-    if frames and len(frames) == len(coeffs):
-        store = frame_store(len(frames), portrait.animator.height, portrait.animator.width)
-        if store is not None:
-            for index in range(len(frames)):
-                store[index] = frames[index]
-                frames[index] = None  # type: ignore[call-overload]  (handed over: its memory goes back)
-            FRAMES.put(CachedRender(key, coeffs.copy(), store))
-    frames.clear()
+    if store is not None and len(store) >= len(coeffs):
+        FRAMES.put(CachedRender(key, coeffs.copy(), store[: len(coeffs)]))
     FRAMES.keep_video(key, coeffs, out.read_bytes(), file_stamp(out))
 
 

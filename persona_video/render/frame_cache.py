@@ -102,6 +102,23 @@ class FrameCache:
         entry = None  # the only reference: its memory goes back before a new block is made
         return None, np.zeros(len(coeffs), dtype=bool), frame_store(len(coeffs), height, width)
 
+    def stream_block(self, height: int, width: int) -> np.ndarray | None:
+        """A block for a streamed render's frames, whose count is not known when it starts: as
+        many frames as the budget holds (the memory comes in only as frames are written into it),
+        the held render's block when it is that big (it is taken out), or None with the cache off."""
+        with self._lock:
+            entry, self._entry = self._entry, None
+        frame_shape = (height * 3 // 2, width)
+        capacity = budget_bytes() // (frame_shape[0] * frame_shape[1])
+        if capacity <= 0:
+            return None
+        if entry is not None:
+            base = entry.frames.base if isinstance(entry.frames.base, np.ndarray) else entry.frames
+            if base.shape[1:] == frame_shape and base.shape[0] >= capacity:
+                return base[:capacity]
+        entry = None  # the only reference: its memory goes back before a new block is made
+        return np.empty((capacity, *frame_shape), dtype=np.uint8)
+
     def put(self, entry: CachedRender) -> None:
         """Hold ``entry``, replacing any other."""
         with self._lock:
