@@ -26,6 +26,7 @@ GROUND = (
     "zerogpu",
     "jobs.folder",
     "weights.registry",
+    "weights.runtime",
     "weights.catalog",
     "weights.background",
     "weights.sadtalker_runner",

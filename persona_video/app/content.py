@@ -39,7 +39,7 @@ def persona_card(persona_id: str) -> str:
 
 def voice_cloning_note() -> str:
     """One line under the reference-voice upload saying whether cloning can run here."""
-    from ..weights.registry import heavy_backend_status
+    from ..weights.runtime import heavy_backend_status
 
     status = heavy_backend_status("xtts")
     if status.available:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from persona_video.errors import BackendUnavailable, InputError
-from persona_video.weights.registry import missing_packages, resolve_device
+from persona_video.weights.runtime import missing_packages, resolve_device
 
 logger = logging.getLogger(__name__)
 

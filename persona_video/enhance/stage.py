@@ -14,7 +14,7 @@ def choose_enhancer(request: Request, *, heavy_here: bool = True) -> BackendChoi
     asked for by name where it cannot run.
 
     heavy_here: False where heavy backends run on other machines (not checked here then)."""
-    from ..weights.registry import heavy_backend_status
+    from ..weights.runtime import heavy_backend_status
 
     if request.enhancer not in ENHANCERS:
         raise InputError(f"unknown enhancer {request.enhancer!r}: choose one of {', '.join(ENHANCERS)}")

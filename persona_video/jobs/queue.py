@@ -236,7 +236,7 @@ class JobQueue:
 
     def health(self) -> dict[str, Any]:
         """This server as the one worker, serving the in-process queue."""
-        from ..weights.registry import backend_status
+        from ..weights.runtime import backend_status
         from .folder import this_process
 
         with self._cond:

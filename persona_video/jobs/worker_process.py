@@ -114,7 +114,7 @@ class Heartbeat:
 
 def heavy_backends_here() -> list[str]:
     """The heavy backends this machine can run (xtts, sadtalker, gfpgan)."""
-    from ..weights.registry import backend_status
+    from ..weights.runtime import backend_status
 
     return sorted(name for name, status in backend_status().items() if status.available)
 
@@ -133,7 +133,7 @@ def worker_main(queues: list[str], concurrency: int = 1, loglevel: str = "INFO")
         raise BrokerError(f"unknown queue {', '.join(unknown) or '(none)'}: choose cpu, gpu or cpu,gpu")
     backends = heavy_backends_here()
     if "gpu" in queues and not backends:
-        from ..weights.registry import backend_status
+        from ..weights.runtime import backend_status
 
         why = "; ".join(f"{name}: {status.reason}" for name, status in backend_status().items())
         raise BrokerError(

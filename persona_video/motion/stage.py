@@ -14,7 +14,7 @@ from ..types import BackendChoice, MotionTrack, Request, Speech
 
 if TYPE_CHECKING:
     from ..jobs.folder import Job
-    from ..weights.registry import BackendStatus
+    from ..weights.runtime import BackendStatus
 
 MOTION_BACKENDS = ("auto", "embedded", "sadtalker")
 
@@ -22,7 +22,7 @@ MOTION_BACKENDS = ("auto", "embedded", "sadtalker")
 def sadtalker_status() -> BackendStatus:
     """Whether SadTalker can run here (``weights.registry.heavy_backend_status``); never on a
     ZeroGPU Space, which lends its GPU to this process only (``zerogpu.SADTALKER_REASON``)."""
-    from ..weights.registry import BackendStatus, heavy_backend_status
+    from ..weights.runtime import BackendStatus, heavy_backend_status
     from ..zerogpu import SADTALKER_REASON, on_zero_gpu
 
     if on_zero_gpu():

@@ -12,7 +12,7 @@ SPEECH_BACKENDS = ("auto", "hibari", "piper", "xtts")
 
 
 def _xtts_status():
-    from ..weights.registry import heavy_backend_status
+    from ..weights.runtime import heavy_backend_status
 
     return heavy_backend_status("xtts")
 

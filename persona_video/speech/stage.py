@@ -22,7 +22,7 @@ def choose_voice(request: Request, persona: Persona, *, heavy_here: bool = True)
 
     heavy_here: False where heavy backends run on other machines: XTTS asked for by name is then
         not checked against this machine (the choice is auto's)."""
-    from ..weights.registry import heavy_backend_status
+    from ..weights.runtime import heavy_backend_status
 
     asked = "auto" if request.speech_backend == "xtts" and not heavy_here else request.speech_backend
     backend, voice, notice = resolve_voice(persona, request.voice, asked, request.reference_wav)

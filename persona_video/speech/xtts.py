@@ -23,7 +23,8 @@ import soundfile
 from scipy.signal import resample_poly
 
 from persona_video.errors import BackendUnavailable, InputError, StageError
-from persona_video.weights.registry import WEIGHTS, missing_packages, resolve_device
+from persona_video.weights.registry import WEIGHTS
+from persona_video.weights.runtime import missing_packages, resolve_device
 
 logger = logging.getLogger(__name__)
 

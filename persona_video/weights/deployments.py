@@ -11,14 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from persona_video.weights.registry import (
-    GROUPS,
-    SADTALKER_DIR_ENV,
-    SADTALKER_PYTHON_ENV,
-    cuda_device_name,
-    sadtalker_python,
-    weight_state,
-)
+from persona_video.weights.registry import GROUPS, SADTALKER_DIR_ENV, SADTALKER_PYTHON_ENV, weight_state
+from persona_video.weights.runtime import cuda_device_name, sadtalker_python
 
 #: The commit the Docker image builds SadTalker from (its ARG SADTALKER_COMMIT).
 SADTALKER_COMMIT = "cd4c0465ae0b54a6f85af57f5c65fec9fe23e7f8"

@@ -11,7 +11,8 @@ import importlib.util
 import os
 from collections.abc import Mapping
 
-from persona_video.weights.registry import CHECKPOINTS_ENV, WeightState, backend_status, checkpoints_dir
+from persona_video.weights.registry import CHECKPOINTS_ENV, WeightState, checkpoints_dir
+from persona_video.weights.runtime import backend_status
 
 
 def _entry(stage: str, backend: str, available: bool, reason: str, kind: str, device: str = "") -> dict:

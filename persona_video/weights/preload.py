@@ -7,7 +7,8 @@ import logging
 import time
 
 from persona_video.errors import PersonaVideoError
-from persona_video.weights.registry import backend_dir, heavy_backend_status, weight_path
+from persona_video.weights.registry import backend_dir, weight_path
+from persona_video.weights.runtime import heavy_backend_status
 
 logger = logging.getLogger(__name__)
 

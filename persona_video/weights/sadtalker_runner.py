@@ -25,15 +25,8 @@ import scipy.io
 
 from persona_video.errors import BackendUnavailable, InputError, StageError
 from persona_video.types import FPS, MotionTrack
-from persona_video.weights.registry import (
-    SADTALKER_DIR_ENV,
-    SADTALKER_PYTHON_ENV,
-    WEIGHTS,
-    backend_dir,
-    resolve_device,
-    sadtalker_checkout,
-    sadtalker_python,
-)
+from persona_video.weights.registry import SADTALKER_DIR_ENV, SADTALKER_PYTHON_ENV, WEIGHTS, backend_dir
+from persona_video.weights.runtime import resolve_device, sadtalker_checkout, sadtalker_python
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import pytest
 from persona_video.errors import BackendUnavailable
 from persona_video.weights import registry as checkpoints
 from persona_video.weights.doctor import doctor_report, format_doctor
-from persona_video.weights.registry import backend_status, checkpoints_dir, require_weights, weight_path
+from persona_video.weights.registry import checkpoints_dir, require_weights, weight_path
+from persona_video.weights.runtime import backend_status
 
 
 @pytest.fixture(autouse=True)
