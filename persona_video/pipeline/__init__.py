@@ -216,6 +216,8 @@ def _generate(
     a new job whose stages all run embedded goes sentence by sentence instead (``streaming``)."""
     persona, config, portrait = plan.persona, plan.config, plan.portrait
     if not finished and streaming.can_stream(plan.backends):
+        # the writer's thread stops on it too when the caller stops listening (streaming.run_streamed)
+        cancel = cancel if cancel is not None else threading.Event()
         script_events = _script_stage(job, request, plan, cancel)
         yield from streaming.run_streamed(job, request, persona, config, portrait, started, script_events, cancel)
         return

@@ -224,6 +224,8 @@ def run_streamed(
         job.fail(stage, f"{type(e).__name__}: {e}")
         raise StageError(stage, f"{type(e).__name__}: {e}") from e
     finally:
+        if cancel is not None and job.manifest.get("state") != "done":
+            cancel.set()  # a model still writing stops at its next token, not after the whole script
         threads.close()
         if encoding:
             encoder.abort()  # nothing when it finished; stops ffmpeg when the job did not
