@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .script.bench import LOCAL_TARGETS, bench_local_writer, bench_model_path
+
 BENCH_SCRIPT = (
     "So, [pause 0.45] the new *M4 Mac Mini* is small, quiet and *seriously* fast. [pause 0.45] "
     "It starts at *599 dollars*, [pause 0.4] and for most people, [pause 0.4] that is the *best* value "
@@ -30,15 +32,6 @@ BENCH_SCRIPT = (
     "you notice every day. [pause 0.5] If you need a simple, [pause 0.4] powerful computer, [pause 0.4] "
     "this is the one to get."
 )
-
-#: The local script model's targets (DESIGN.md): on a random-weight GGUF of the default model's shapes.
-LOCAL_TARGETS = {
-    "first_sentence_s": 1.5,
-    "script_120_words_s": 8.0,
-    "peak_memory_with_model_mb": 2500.0,
-}
-#: Markup tokens of a 120-word script (about 1.6 tokens a word: the words, stars and pauses).
-SCRIPT_120_WORDS_TOKENS = 192
 
 #: The prompt of the benchmark job (the template writer makes about 25 s of speech of it).
 BENCH_PROMPT = "Explain why the new M4 Mac Mini is such good value"
@@ -166,78 +159,6 @@ def _render_fps_one_core() -> float:
     return float(bench_render(num_frames=250)["frames_per_s"])
 
 
-def bench_model_path() -> Path:
-    """The benchmark's random-weight GGUF of Qwen2.5-1.5B-Instruct's shapes (Q4_K/Q6_K, about
-    1 GB), written once into the temp folder and reused."""
-    import re
-
-    from .personas import list_personas
-    from .script.local_writer import markup_instruction
-    from .script.random_gguf import QWEN25_15B, TINY_WORDS, write_model
-
-    path = Path(tempfile.gettempdir()) / "persona-video-bench" / "qwen2.5-1.5b-shapes-random-q4k-v2.gguf"
-    if not path.is_file():
-        # the words of the system prompts are whole tokens, so the prompts cost as many tokens as with Qwen's
-        # own vocabulary (about one a word), not one a byte
-        text = " ".join(markup_instruction(p) for p in list_personas())
-        words = tuple(dict.fromkeys([*re.findall(r"[A-Za-z]+", text), *TINY_WORDS]))
-        partial = path.with_suffix(".partial")
-        write_model(partial, QWEN25_15B, seed=0, words=words, merge_words=True, name="random, Qwen2.5-1.5B shapes")
-        partial.replace(path)
-    return path
-
-
-def _bench_local_writer() -> dict:
-    """Load time, prefill and decode speed, time to the first sentence and to a 120-word
-    script, on the default model's shapes with the system prompt cached, as in the app."""
-    from .personas import load_persona
-    from .script import stream_script
-    from .script.local import load_local_model, render_chat
-    from .script.local_writer import length_request, markup_grammar, markup_instruction, warm_local
-
-    path = bench_model_path()
-    persona = load_persona("mkbhd")
-    start = time.perf_counter()
-    model = load_local_model(path)
-    load_s = time.perf_counter() - start
-    warm_local(persona, path)  # the server's warm-up: the system prompt into the cache
-    prefill = model.timings
-    prompt = "How does a heat pump keep a house warm in winter?"
-    env = {"PERSONA_VIDEO_LLM_GGUF": str(path)}
-    start = time.perf_counter()
-    first_sentence_s, words = None, 0
-    for draft in stream_script(prompt, persona, env=env, backend="local", seed=1):
-        if draft.sentences and first_sentence_s is None:
-            first_sentence_s = time.perf_counter() - start
-            words = len(draft.sentences[0].spoken_text.split())
-    text = render_chat(model.file, markup_instruction(persona), length_request(prompt, 1200))
-    start = time.perf_counter()
-    for _ in model.complete(
-        text,
-        grammar=markup_grammar(24),
-        temperature=0.6,
-        max_tokens=SCRIPT_120_WORDS_TOKENS,
-        seed=2,
-        cache_key=persona.id,
-    ):
-        pass
-    script_s = time.perf_counter() - start
-    decode = model.timings
-    return {
-        "model": path.name,
-        "load_s": round(load_s, 3),
-        "system_prompt_tokens": prefill.prompt_tokens,
-        "prefill_tokens_per_s": round(prefill.prompt_per_s, 1),
-        "decode_tokens_per_s": round(decode.predicted_per_s, 1),
-        "cached_prompt_tokens": decode.cached_tokens,
-        "first_sentence_s": round(first_sentence_s or float("nan"), 3),
-        "first_sentence_words": words,
-        "script_120_words_s": round(script_s, 3),
-        "script_tokens": decode.predicted_tokens,
-        "peak_memory_with_model_mb": round(_peak_rss_mb(), 1),
-    }
-
-
 def _bench_local_stream(root: Path) -> dict:
     """The streamed job with the local model writing: first segment and whole job after Generate,
     against the writer's own time."""
@@ -324,7 +245,7 @@ def run_bench(repeat: int = 3, *, local_model: bool = True) -> dict:
     if local_model:  # after the peak above: the model's gigabyte is counted in its own figure
         with tempfile.TemporaryDirectory(prefix="persona-bench-local-") as scratch:
             report["local_stream"] = {**_bench_local_stream(Path(scratch)), "targets": LOCAL_STREAM_TARGETS}
-        report["local_writer"] = {**_bench_local_writer(), "targets": LOCAL_TARGETS}
+        report["local_writer"] = {**bench_local_writer(), "targets": LOCAL_TARGETS}
     return report
 
 
