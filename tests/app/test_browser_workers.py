@@ -1,21 +1,17 @@
 """The page against a farm, in a real browser: `python app.py` with PERSONA_VIDEO_BROKER set,
 Debian's redis-server and two `python -m persona_video worker` processes. The page speaks a
-script; the worker that took the job is killed (SIGKILL) once its speech is out; the page
-keeps streaming while the other worker goes on from there, and ends with a playable video.
+script; the worker that took the job is killed (SIGKILL) while the video streams; the page
+keeps going while the other worker goes on from the script, and ends with a playable video.
 Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from broker_support import ROOT, RedisServer, Worker, broker_env, free_port, manifest, need_redis, wait_for_workers
-from test_browser import ARTIFACTS, VIDEO_READY, browser  # noqa: F401 (browser is a fixture)
+from broker_support import RedisServer, Worker, broker_env, manifest, need_redis, wait_for_workers
+from test_browser import ARTIFACTS, VIDEO_READY, browser, serve_app  # noqa: F401 (browser is a fixture)
 
 from persona_video.bench import BENCH_SCRIPT
 
@@ -30,32 +26,12 @@ def farm_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, R
     outputs = root / "outputs"
     env = broker_env(redis, outputs, GRADIO_ANALYTICS_ENABLED="False")
     workers = [Worker(env, root / f"worker{index}.log") for index in range(2)]
-    port = free_port()
-    server_env = {**env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
-    log_path = root / "app.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=server_env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        wait_for_workers(redis, workers)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"app.py did not serve {url}:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.3)
-        yield url, redis, workers, outputs
+        # the page as a user serves it, with the broker's settings and the workers' outputs folder
+        for url in serve_app(tmp_path_factory, **env):
+            wait_for_workers(redis, workers)
+            yield url, redis, workers, outputs
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
         for worker in workers:
             worker.stop()
         redis.stop()
