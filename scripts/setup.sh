@@ -11,6 +11,7 @@ fi
 stamp=.venv/.requirements.sha
 want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  export PIP_NO_CACHE_DIR=1
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
   .venv/bin/python -m pip install --quiet --no-deps -e .
