@@ -43,10 +43,13 @@ _STOP = set(
 
 def apply_style(intent: ScriptIntent, style: ScriptStyle) -> ScriptIntent:
     """One sentence with the persona's rules: annotated by rules when it carries no
-    markup at all, emphasis cut to the persona's maximum per sentence (first ones kept)."""
+    markup at all, emphasis cut to the persona's maximum per sentence (first ones kept),
+    a pause length the model gave brought into the persona's pause range (a model's
+    "[pause 2]" would stall an energetic presenter for two seconds)."""
     if all(seg.intent_type == "neutral" for seg in intent.segments):
         return annotate(intent.spoken_text, style)
     budget = style.emphasis_words[1]
+    low_s, high_s = style.pause_range_s
     kept: list[Segment] = []
     emphasised = 0
     for segment in intent.segments:
@@ -54,6 +57,8 @@ def apply_style(intent: ScriptIntent, style: ScriptStyle) -> ScriptIntent:
             emphasised += 1
             if emphasised > budget:
                 segment = Segment(segment.text, "neutral", 0.0)
+        elif segment.intent_type == "pause" and segment.pause_s is not None:
+            segment = Segment("", "pause", 0.0, min(max(segment.pause_s, low_s), high_s))
         kept.append(segment)
     return normalize(ScriptIntent(tuple(kept)))
 

@@ -359,6 +359,16 @@ def test_the_streamed_script_is_the_script_of_the_whole_answer(loopback, persona
     )
 
 
+def test_pause_lengths_the_model_writes_keep_to_the_personas_range(loopback, persona, wire):
+    # mkbhd pauses 0.4-0.5 s: a model's two seconds and its tenth are brought into that range
+    markup = "So, the new *M4 Mac Mini* is small. [pause 2] It costs *six hundred* dollars. [pause 0.1] Done."
+    loopback.replies.append(Reply(events=wire.events(markup, chars=5)))
+    script = run(wire, loopback, persona)[-1].script
+    pauses = [seg.pause_s for seg in script.intent.segments if seg.intent_type == "pause"]
+    assert pauses == [persona.script.pause_range_s[1], persona.script.pause_range_s[0]]
+    assert "[pause 0.5]" in script.markup and "[pause 0.4]" in script.markup
+
+
 def test_a_failure_in_the_middle_of_the_stream_keeps_the_final_sentences_and_says_why(loopback, persona, wire):
     loopback.replies.append(Reply(events=[*wire.events(MARKUP[:HELD_AT], finish_reason=None), wire.error_event]))
     final = run(wire, loopback, persona)[-1]
