@@ -116,8 +116,10 @@ def _stream_events(
     picked: dict[str, str] = {}
     timing: IntentTimingMap | None = None
     job_folder: Path | None = None
+    script_written = False
     try:
         for event in events:
+            script_written = script_written or event.stage == "script"
             if event.stage == "queued":  # waiting for a worker (broker)
                 yield {"status": status_line(f"**Waiting** for a worker: {event.notice}…"), "job_id": event.job_id}
                 continue
@@ -129,7 +131,8 @@ def _stream_events(
                 continue
             if event.stage == "chunk":
                 segment = event.result
-                drawing = f" sentence {segment.sentence} of {segment.sentences}" if segment.sentence else ""
+                so_far = "" if script_written else " so far"  # the model is still writing
+                drawing = f" sentence {segment.sentence} of {segment.sentences}{so_far}" if segment.sentence else ""
                 text = f"**Playing** while drawing{drawing}…"
                 yield {"job_id": event.job_id, "live": str(segment.path), "status": status_line(text, notices)}
                 continue

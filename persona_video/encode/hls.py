@@ -54,7 +54,8 @@ _START = re.compile(r"Stream #0:\d+.*?: Video: .*?start (-?\d+(?:\.\d+)?)")
 @dataclass(frozen=True)
 class StreamSegment:
     """One finished segment: its index, its span on the video's clock, its file; while a job
-    streams, the sentence being drawn when it was finished and the sentences spoken so far."""
+    streams, the sentence being drawn when it was finished and the script's sentences final so
+    far (all of them once the script is written)."""
 
     index: int
     start_s: float

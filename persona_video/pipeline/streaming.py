@@ -129,6 +129,7 @@ class _Progress:
     def __init__(self) -> None:
         self.frames_done = 0
         self.sentence_ends: list[float] = []  # seconds where each spoken sentence's audio ends
+        self.sentences_known = 0  # the script's sentences final so far (all of them once it is written)
         self.rendered: list[np.ndarray] = []  # governed coefficient rows as drawn
         # YUV 4:2:0 pictures as drawn, for the frame cache (a block as big as its budget, paged in as
         # it is written; None when the cache is off or the video outgrew it)
@@ -184,6 +185,9 @@ def run_streamed(
             if kind == "event":
                 if item.stage == "script":
                     stage = "speech"
+                    progress.sentences_known = len(split_sentences(item.result.intent))
+                elif item.stage == "script_draft":
+                    progress.sentences_known = max(progress.sentences_known, len(item.result.sentences))
                 yield item
                 continue
             chunk, speech, finished, seconds = item
@@ -296,7 +300,8 @@ def _chunk_event(job: Job, segment: StreamSegment, started: float, progress: _Pr
     drawn_s = progress.frames_done / FPS
     sentence = 1 + sum(end_s <= drawn_s for end_s in progress.sentence_ends)
     spoken = len(progress.sentence_ends)
-    segment = replace(segment, sentence=min(sentence, max(spoken, 1)), sentences=spoken)
+    known = max(progress.sentences_known, spoken)
+    segment = replace(segment, sentence=min(sentence, max(spoken, 1)), sentences=known)
     return StageEvent("chunk", job.job_id, "embedded", time.perf_counter() - started, segment)
 
 

@@ -5,6 +5,7 @@ script honoured, errors shown as messages, and the page's wiring."""
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 import wave
 from pathlib import Path
@@ -18,7 +19,8 @@ from persona_video.app import content as ui_content
 from persona_video.app import events as ui_events
 from persona_video.jobs.folder import Job
 from persona_video.personas import load_persona
-from persona_video.types import IntentTimingMap, SegmentSpan
+from persona_video.script import parse_markup
+from persona_video.types import IntentTimingMap, SegmentSpan, split_sentences
 
 SHORT_SCRIPT = "So, [pause 0.4] this little box is *seriously* fast. Worth it."
 
@@ -114,6 +116,12 @@ def test_generate_streams_script_audio_plot_video_in_order(generated: list[dict]
     for stage in ui_events.STAGES:
         assert f"| {stage} |" in final["stages"]
     assert "speech: **hibari (heart)**" in final["auto"] or "speech: **piper" in final["auto"]
+    # while it plays, the status says which sentence is being drawn of the script's (the template's
+    # script is whole at once: no "so far")
+    playing = [u["status"] for u in generated if "Playing" in u.get("status", "")]
+    drawn = [re.search(r"drawing sentence (\d+) of (\d+)…", text) for text in playing]
+    assert playing and all(drawn) and "so far" not in " ".join(playing)
+    assert {int(m.group(2)) for m in drawn} == {len(split_sentences(parse_markup(script)))}
     # the plot gets the gain curve once the governor has run
     plots = [u["plot"] for u in generated if isinstance(u.get("plot"), Figure)]
     assert len(plots[0].axes[0].lines) == 1 and len(plots[-1].axes[0].lines) == 2

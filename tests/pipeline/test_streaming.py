@@ -57,6 +57,11 @@ def test_chunks_arrive_before_the_job_has_spoken_everything(streamed) -> None:
     assert [c.result.index for c in chunks] == list(range(len(chunks)))
     first = chunks[0].result
     assert first.start_s == 0.0 and first.path.is_file() and first.sentence >= 1
+    # "drawing sentence k of n": n is the script's four sentences from the start (a given script is
+    # whole at once), k goes from the first to the last as the drawing moves on
+    drawing = [c.result.sentence for c in chunks]
+    assert {c.result.sentences for c in chunks} == {4}
+    assert drawing == sorted(drawing) and drawing[0] == 1 and drawing[-1] == 4
 
 
 def test_finished_mp4_has_exactly_the_streamed_frames(streamed, tmp_path: Path) -> None:
