@@ -217,9 +217,10 @@ def warm_up(script_model: bool = True) -> float:
     started = time.perf_counter()
     for persona in list_personas():
         try:
+            portrait = load_portrait_for(persona, None, "crop")
             if persona.speech.voice in EMBEDDED_VOICES:
                 get_voice(persona.speech.voice)
-            load_portrait_for(persona, None, "crop")
+                _first_run(persona, portrait)
         except (PersonaVideoError, OSError, ValueError) as e:
             logger.warning("warm-up: persona %s not preloaded: %s", persona.id, e)
     logger.info("warm-up: voices and portraits loaded in %.2f s", time.perf_counter() - started)
@@ -232,6 +233,28 @@ def warm_up(script_model: bool = True) -> float:
     if script_model:
         warm_script_model()
     return time.perf_counter() - started
+
+
+def _first_run(persona: Any, portrait: Any) -> None:
+    """One short sentence through the persona's voice, motion, governor and renderer, and ffmpeg
+    started once: their first calls set up what later ones reuse (the voice model's buffers, the
+    renderer's first frame, ffmpeg's binary read from disk), which made a first job's first segment
+    come about twice as late as a later job's."""
+    import subprocess
+
+    from .encode.encoder import rgb_to_yuv
+    from .encode.probe import ffmpeg_exe
+    from .governor import govern
+    from .motion.generator import generate_motion
+    from .pipeline import governor_config_for
+    from .script import parse_markup
+    from .speech import synthesize_with_intent
+
+    speech = synthesize_with_intent(parse_markup("Hello, *this* is a test."), persona)
+    track = generate_motion(speech, persona.motion)
+    governed, _ = govern(track, speech.timing, governor_config_for(persona, None))
+    rgb_to_yuv(portrait.animator.render_frame(governed.coeffs[len(governed.coeffs) // 2]))
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, check=False)
 
 
 def warm_script_model() -> None:

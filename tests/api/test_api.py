@@ -253,16 +253,21 @@ def test_page_and_api_run_one_pipeline_at_a_time(outputs):
     assert api_job["created"] >= page_job["finished"] - 0.05  # the API job ran after the page's
 
 
-def test_warm_up_loads_each_shipped_personas_voice_and_portrait():
+def test_warm_up_loads_each_shipped_personas_voice_and_portrait(tmp_path):
+    import os
     import subprocess
     import sys
 
-    # a fresh process, as the server starts: nothing is loaded until warm_up runs
+    # a fresh process, as the server starts: nothing is loaded until warm_up runs; it then speaks,
+    # moves and draws one short sentence per persona (first calls are slow), leaving no job behind
     code = (
         "import persona_video.render.stage as stages, persona_video.speech.voices as voices;"
         "from persona_video.server import warm_up;"
         "before = (len(stages._ANIMATORS), sorted(voices._VOICES)); warm_up();"
         "print(before, (len(stages._ANIMATORS), sorted(voices._VOICES)))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    env = {**os.environ, "PERSONA_VIDEO_OUTPUTS": str(tmp_path / "outputs")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300, env=env)
     assert out.stdout.strip() == "(0, []) (2, ['heart'])"
+    assert "not preloaded" not in out.stderr, out.stderr
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
