@@ -120,7 +120,12 @@ def load_seeded(model_path: str, hop_length: int) -> SeededPiper:
     del graph.node[:]
     graph.node.extend(nodes)
     graph.output.append(helper.make_tensor_value_info(ceil[0].output[0], TensorProto.FLOAT, None))
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # one thread, as the hibari voice: the pipeline runs speech beside the renderer and x264, where
+    # onnxruntime's second thread cost more CPU than it saved (27 s of speech: 1.8 s of CPU on two
+    # threads, 1.4 s on one)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     # the duration predictor's noise has 2 channels per id; the flow's has one per latent channel
     flow_channels = _flow_channels(model)
     return SeededPiper(session, tuple(noise_inputs), (2, flow_channels), hop_length, length_input)
