@@ -220,9 +220,15 @@ def warm_up(script_model: bool = True) -> float:
             portrait = load_portrait_for(persona, None, "crop")
             if persona.speech.voice in EMBEDDED_VOICES:
                 get_voice(persona.speech.voice)
-                _first_run(persona, portrait)
         except (PersonaVideoError, OSError, ValueError) as e:
             logger.warning("warm-up: persona %s not preloaded: %s", persona.id, e)
+            continue
+        if persona.speech.voice in EMBEDDED_VOICES:
+            try:
+                _first_run(persona, portrait)
+            except Exception as e:  # noqa: BLE001  (only a speed-up: the rest of the warm-up goes on)
+                why = f"{type(e).__name__}: {e}"
+                logger.warning("warm-up: persona %s: the first sentence failed (%s)", persona.id, why)
     logger.info("warm-up: voices and portraits loaded in %.2f s", time.perf_counter() - started)
     from .weights.first_start import first_start_fetch
 

@@ -271,3 +271,19 @@ def test_warm_up_loads_each_shipped_personas_voice_and_portrait(tmp_path):
     assert out.stdout.strip() == "(0, []) (2, ['heart'])"
     assert "not preloaded" not in out.stderr, out.stderr
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
+def test_a_failing_first_sentence_at_warm_up_does_not_stop_the_rest_of_it(monkeypatch, caplog):
+    import persona_video.server as server
+    import persona_video.weights.preload as preload
+
+    def broken(persona, portrait):
+        raise RuntimeError("no ffmpeg here")
+
+    preloaded = []
+    monkeypatch.setattr(server, "_first_run", broken)
+    monkeypatch.setattr(preload, "preload_heavy_models", lambda: preloaded.append(True))
+    with caplog.at_level("WARNING", logger="persona_video.server"):
+        server.warm_up(script_model=False)
+    assert preloaded == [True]
+    assert "the first sentence failed (RuntimeError: no ffmpeg here)" in caplog.text
