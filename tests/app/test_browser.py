@@ -48,6 +48,17 @@ def free_port() -> int:
 
 #: The outputs folder of each app a test serves, by its URL.
 OUTPUTS_OF: dict[str, Path] = {}
+#: The log of each app served, by URL.
+LOG_OF: dict[str, Path] = {}
+
+
+def wait_for_log(url: str, text: str, timeout_s: float = 60.0) -> None:
+    """Until the served app's log has ``text`` (the server's background warm-up says when it is done)."""
+    deadline = time.monotonic() + timeout_s
+    while text not in LOG_OF[url].read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the app never logged {text!r}:\n{LOG_OF[url].read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
 
 
 def serve_app(tmp_path_factory: pytest.TempPathFactory, **extra_env: str) -> Iterator[str]:
@@ -56,6 +67,7 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory, **extra_env: str) -> Ite
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     outputs = tmp_path_factory.mktemp("outputs")
     OUTPUTS_OF[f"http://127.0.0.1:{port}/"] = outputs
+    LOG_OF[f"http://127.0.0.1:{port}/"] = log_path
     env = {
         **os.environ,
         "GRADIO_SERVER_NAME": "127.0.0.1",
@@ -197,9 +209,21 @@ RECORD_SCRIPT = """() => {
 }"""
 
 
-def test_the_local_model_streams_the_script_into_the_page(tmp_path_factory, tiny_gguf, browser) -> None:
+@pytest.fixture(scope="module")
+def writing_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight model big enough (8 layers, 512 wide, 100 MB) that writing a script takes
+    about two seconds here: the tests' tiny model can write all of it within one draft interval
+    (80 ms) when the cores are idle, and the page then has only the finished script to show."""
+    from persona_video.script.random_gguf import ModelShape, write_model
+
+    shape = ModelShape(embedding=512, layers=8, heads=4, kv_heads=2, feed_forward=1536)
+    return write_model(tmp_path_factory.mktemp("llm") / "writing-random.gguf", shape, seed=0)
+
+
+def test_the_local_model_streams_the_script_into_the_page(tmp_path_factory, writing_gguf, browser) -> None:
     """A GGUF given by path: the script box grows as the model writes, the stage table says local."""
-    for url in serve_app(tmp_path_factory, PERSONA_VIDEO_LLM_GGUF=str(tiny_gguf)):
+    for url in serve_app(tmp_path_factory, PERSONA_VIDEO_LLM_GGUF=str(writing_gguf)):
+        wait_for_log(url, "warm-up: script model")  # the server's warm-up done: the writer has the cores
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url)
         page.locator("#generate").wait_for(timeout=30_000)
@@ -213,7 +237,7 @@ def test_the_local_model_streams_the_script_into_the_page(tmp_path_factory, tiny
         partial = values[:-1]
         assert len(partial) >= 2, values
         assert any(b.startswith(a) and len(b) > len(a) for a, b in zip(partial, partial[1:]))
-        assert final and page.locator("#stages").get_by_text(f"local ({tiny_gguf.name})").count() == 1
+        assert final and page.locator("#stages").get_by_text(f"local ({writing_gguf.name})").count() == 1
         page.screenshot(path=str(ARTIFACTS / "05-local-model.png"), full_page=True)
         page.close()
 
