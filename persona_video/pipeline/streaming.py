@@ -199,8 +199,13 @@ def run_streamed(
                 if not encoding:
                     encoder.__enter__()
                     encoding = True
-                _draw(encoder, animator, progress, chunk, speech, finished)
+                for segment in _draw(encoder, animator, progress, chunk, speech, finished):
+                    yield _chunk_event(job, segment, started, progress)
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("the job was cancelled while it was being made")
                 segments = encoder.close() if finished else encoder.new_segments()
+            except Cancelled:
+                raise
             except Exception as e:  # noqa: BLE001  (kept, and raised once the speech is saved)
                 video_error = e
                 if encoding:
@@ -260,10 +265,14 @@ def _plan(request: Request, persona: Persona, config: GovernorConfig, progress: 
     progress.speech, progress.track, progress.governed, progress.gains = speech, track, governed, gains
 
 
-def _draw(encoder: HlsEncoder, animator: Any, progress: _Progress, chunk: Any, speech: Speech, finished: bool) -> None:
-    """One more piece of speech into the stream, and the frames that are now final drawn and encoded."""
+def _draw(
+    encoder: HlsEncoder, animator: Any, progress: _Progress, chunk: Any, speech: Speech, finished: bool
+) -> Iterator[StreamSegment]:
+    """One more piece of speech into the stream, and the frames that are now final drawn and
+    encoded; yields each segment ffmpeg finishes meanwhile, so the first one plays while the
+    rest of a long sentence is still being drawn."""
     from ..motion.generator import final_frames
-    from .video import render_ahead
+    from .video import SEGMENT_CHECK_FRAMES, render_ahead
 
     encoder.write_audio(chunk.audio)
     if not finished:
@@ -286,10 +295,14 @@ def _draw(encoder: HlsEncoder, animator: Any, progress: _Progress, chunk: Any, s
     if progress.store is not None and ready > len(progress.store):
         progress.store = None  # longer than the cache holds: not kept
     into = None if progress.store is None else progress.store[progress.frames_done : ready]
+    progress.rendered.append(rows)
     for frame in render_ahead(animator, rows, into):
         encoder.write_yuv(frame)
-    progress.rendered.append(rows)
-    progress.frames_done = ready
+        progress.frames_done += 1
+        if progress.frames_done % SEGMENT_CHECK_FRAMES == 0:
+            progress.seconds["video"] += time.perf_counter() - clock
+            yield from encoder.new_segments()
+            clock = time.perf_counter()
     progress.seconds["video"] += time.perf_counter() - clock
 
 

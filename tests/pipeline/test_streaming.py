@@ -145,6 +145,28 @@ def test_rerender_streams_its_frames_too(streamed) -> None:
     assert ended and probe(job.path("video.mp4"))["num_frames"] == job.read_json("timing.json")["num_frames"]
 
 
+def test_a_long_sentence_plays_its_first_segment_while_the_rest_is_drawn(tmp_path: Path) -> None:
+    # one sentence of about nine seconds: most of its frames are final at once, and the first
+    # segment is handed out as soon as ffmpeg has cut it, not after all those frames are drawn
+    # (then six or more segments would be finished by the time the first is reported)
+    script = (
+        "The new Mac Mini is small enough to hide behind a monitor and quiet enough to forget, "
+        "yet it edits photos, compiles code, runs three video calls and plays music all day "
+        "without making a single sound you could hear."
+    )
+    at_first_chunk = None
+    for event in run(Request(persona="mkbhd", script=script, seed=3), root=tmp_path):
+        if event.stage == "chunk" and at_first_chunk is None:
+            segments, ended = read_playlist(Job.open(event.job_id, tmp_path).path("stream"))
+            at_first_chunk = (event.result.index, len(segments), ended)
+    assert at_first_chunk is not None
+    index, finished_then, ended_then = at_first_chunk
+    assert index == 0 and not ended_then
+    assert finished_then <= 2  # ffmpeg was cutting the sentence's first seconds
+    segments, ended = read_playlist(Job.open(event.job_id, tmp_path).path("stream"))
+    assert ended and len(segments) >= 8
+
+
 def test_cancel_stops_later_chunks_and_keeps_what_was_made(tmp_path: Path) -> None:
     cancel = threading.Event()
     seen = []
