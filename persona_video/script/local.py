@@ -257,6 +257,10 @@ def load_local_model(path: Path, *, threads: int | None = None) -> LocalModel:
         params.cpuparams_batch.n_threads = threads
         params.cpuparams.poll = params.cpuparams_batch.poll = 0  # no busy-waiting between tasks either
         params.warmup = False
+        # read into memory, not mapped: llama.cpp repacks most of the weights for its x86 kernels
+        # into memory of its own, and the mapped file's pages of those (half a gigabyte for the
+        # default model) stayed resident though nothing reads them again
+        params.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
         params.verbosity = 0
         # The listener xllamacpp always opens: loopback, a random port, a key only this process knows.
         params.hostnames = ["127.0.0.1"]
