@@ -229,7 +229,7 @@ def warm_up(script_model: bool = True) -> float:
             except Exception as e:  # noqa: BLE001  (only a speed-up: the rest of the warm-up goes on)
                 why = f"{type(e).__name__}: {e}"
                 logger.warning("warm-up: persona %s: the first sentence failed (%s)", persona.id, why)
-    logger.info("warm-up: voices and portraits loaded in %.2f s", time.perf_counter() - started)
+    logger.info("warm-up: voices, portraits and a first sentence per persona in %.2f s", time.perf_counter() - started)
     from .weights.first_start import first_start_fetch
 
     fetching = first_start_fetch()
