@@ -292,6 +292,22 @@ def test_render_yields_one_frame_per_row(animators):
     assert np.array_equal(frames[0], animator.image) and not np.array_equal(frames[-1], animator.image)
 
 
+@pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])
+def test_two_render_threads_draw_the_frames_one_thread_draws(animators, name):
+    # the pipeline draws with two threads on one animator (its warp buffer is per thread)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from persona_video.render.bench import speech_like_coeffs
+
+    animator = animators[name]
+    track = speech_like_coeffs(24, seed=4)
+    alone = [animator.render_frame(row) for row in track]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(animator.render_frame, track))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
+    assert len({f.tobytes() for f in alone}) > 20  # the frames differ from each other
+
+
 def test_no_face_is_an_input_error():
     flat = np.full((400, 400, 3), (90, 140, 200), dtype=np.uint8)
     with pytest.raises(InputError, match="no face found"):
