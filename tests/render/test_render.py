@@ -294,7 +294,7 @@ def test_render_yields_one_frame_per_row(animators):
 
 @pytest.mark.parametrize("name", ["grace_hopper", "astronaut"])
 def test_two_render_threads_draw_the_frames_one_thread_draws(animators, name):
-    # the pipeline draws with two threads on one animator (its warp buffer is per thread)
+    # the pipeline draws with two threads on one animator: no frame may depend on the other's
     from concurrent.futures import ThreadPoolExecutor
 
     from persona_video.render.bench import speech_like_coeffs
