@@ -201,8 +201,7 @@ def run_streamed(
                     encoding = True
                 for segment in _draw(encoder, animator, progress, chunk, speech, finished):
                     yield _chunk_event(job, segment, started, progress)
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled("the job was cancelled while it was being made")
+                    _stop_if_cancelled(cancel)
                 segments = encoder.close() if finished else encoder.new_segments()
             except Cancelled:
                 raise
@@ -240,11 +239,15 @@ def run_streamed(
             encoder.abort()  # nothing when it finished; stops ffmpeg when the job did not
 
 
+def _stop_if_cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("the job was cancelled while it was being made")
+
+
 def _next_report(threads: _Threads, cancel: threading.Event | None) -> tuple[str, Any]:
     """The next thing the threads report; Cancelled once ``cancel`` is set."""
     while True:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("the job was cancelled while it was being made")
+        _stop_if_cancelled(cancel)
         try:
             return threads.reports.get(timeout=0.1)
         except queue.Empty:
