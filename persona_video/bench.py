@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .script.bench import LOCAL_TARGETS, bench_local_writer, bench_model_path
+from .script.bench import LOCAL_BENCH_PROMPT, LOCAL_TARGETS, bench_local_writer, bench_model_path
 
 BENCH_SCRIPT = (
     "So, [pause 0.45] the new *M4 Mac Mini* is small, quiet and *seriously* fast. [pause 0.45] "
@@ -173,7 +173,7 @@ def _bench_local_stream(root: Path) -> dict:
     against the writer's own time."""
     os.environ["PERSONA_VIDEO_LLM_GGUF"] = str(bench_model_path())
     try:
-        times = _one_run(root, prompt="How does a heat pump keep a house warm in winter?", script_backend="local")
+        times = _one_run(root, prompt=LOCAL_BENCH_PROMPT, script_backend="local")
     finally:
         os.environ.pop("PERSONA_VIDEO_LLM_GGUF", None)
     return {
@@ -267,6 +267,7 @@ def _local_model_report() -> dict:
     frame lists this benchmark made before."""
     import json
 
+    bench_model_path()  # written here, once: writing it holds its tensors, which are not the app's memory
     code = "import json; from persona_video import bench; print(json.dumps(bench._local_model_figures()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
@@ -277,8 +278,10 @@ def _local_model_report() -> dict:
 def _local_model_figures() -> dict:
     from .server import warm_up
 
-    bench_model_path()  # written once, before anything is timed
-    warm_up(script_model=False)
+    # the app's start: voices, portraits, a first sentence per persona, and the script model
+    # loaded with each persona's system prompt in its cache
+    os.environ["PERSONA_VIDEO_LLM_GGUF"] = str(bench_model_path())
+    warm_up()
     with tempfile.TemporaryDirectory(prefix="persona-bench-local-") as scratch:
         stream = {**_bench_local_stream(Path(scratch)), "targets": LOCAL_STREAM_TARGETS}
     return {"local_stream": stream, "local_writer": {**bench_local_writer(), "targets": LOCAL_TARGETS}}

@@ -60,11 +60,6 @@ def target_words(max_tokens: int) -> int:
     return max(MIN_TARGET_WORDS, int(max_tokens / JSON_TOKENS_PER_WORD))
 
 
-def user_message(prompt: str) -> str:
-    """The user turn: what the video should explain."""
-    return f"Write the script for a video that explains: {prompt}"
-
-
 def _short(text: str) -> str:
     text = _WS.sub(" ", text).strip()
     return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."

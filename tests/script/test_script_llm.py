@@ -439,7 +439,7 @@ def test_gemini_asks_for_a_streamed_markup_script(loopback, persona):
     assert persona.style_prompt in system
     assert "Put stars around the 1 to 2 words you stress" in system and "[pause]" in system
     user = body["contents"][0]["parts"][0]["text"]
-    assert PROMPT in user and f"About {target_words(400)} words" in user
+    assert PROMPT in user and f"about {target_words(400)} words" in user
     config = body["generationConfig"]
     assert config["temperature"] == pytest.approx(0.6)
     assert config["maxOutputTokens"] == 400 and config["seed"] == 7
@@ -542,7 +542,7 @@ def test_openai_asks_for_a_streamed_markup_script(loopback, persona):
     assert "Put stars around the 1 to 2 words you stress" in body["messages"][0]["content"]
     assert (
         PROMPT in body["messages"][1]["content"]
-        and f"About {target_words(300)} words" in body["messages"][1]["content"]
+        and f"about {target_words(300)} words" in body["messages"][1]["content"]
     )
     assert body["temperature"] == pytest.approx(0.6)
     assert body["max_tokens"] == 300
