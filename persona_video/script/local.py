@@ -43,6 +43,11 @@ GGUF_ENV = "PERSONA_VIDEO_LLM_GGUF"
 SLOTS = 2
 #: Context per slot, tokens: the system prompt (~400), the request and the longest answer.
 SLOT_CONTEXT = 3072
+#: The nice value of llama.cpp's threads (``PERSONA_VIDEO_LLM_NICE``, 0 to 19; 0 turns it off):
+#: beside a streamed job the speech, the renderer and the encoder come first, so a sentence's
+#: first segment is not held back by the model writing the next one; the model takes the cores
+#: whenever they would idle, so alone it writes as fast as before.
+WRITER_NICE = 10
 _MAGIC = b"GGUF"
 _FIX = "fetch the default model again (python -m persona_video fetch llm) or set PERSONA_VIDEO_LLM_GGUF to another GGUF"
 
@@ -270,7 +275,7 @@ def load_local_model(path: Path, *, threads: int | None = None) -> LocalModel:
         params.ui = False
         started = time.perf_counter()
         try:
-            server = xllamacpp.Server(params)
+            server = _yielding(lambda: xllamacpp.Server(params))
         except RuntimeError as e:
             raise BackendUnavailable(
                 f"llama.cpp could not load {path} (architecture {file.architecture!r}): the file may be "
@@ -281,6 +286,37 @@ def load_local_model(path: Path, *, threads: int | None = None) -> LocalModel:
         model = LocalModel(file=file, threads=threads, server=server)
         _MODELS[path] = model
         return model
+
+
+def _yielding(make: Any) -> Any:
+    """``make()`` run in a thread of its own at the writer's nice value (``WRITER_NICE``): the
+    threads llama.cpp starts there (its server loop, which runs the compute, and the compute
+    threads) inherit it. A thread of its own, because a thread's nice value can be raised but,
+    without privileges, not lowered again."""
+    from ..settings import env_number
+
+    nice = env_number(
+        "PERSONA_VIDEO_LLM_NICE", WRITER_NICE, example="10", whole=True, minimum=0, error=BackendUnavailable
+    )
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        if nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, min(int(nice), 19))  # 0: this thread, on Linux
+            except (OSError, AttributeError) as e:  # not Linux: the model runs at the usual priority
+                logger.debug("script model threads left at the usual priority: %s", e)
+        try:
+            result["value"] = make()
+        except BaseException as e:  # noqa: BLE001  (raised again in the caller's thread)
+            result["error"] = e
+
+    thread = threading.Thread(target=run, name="script-model-load")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def find_local_model(env: dict[str, str] | os._Environ) -> Path | None:

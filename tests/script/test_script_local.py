@@ -5,6 +5,7 @@ stops it, and bad files are clear errors that fall through to the next writer.""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from persona_video.errors import BackendUnavailable, Cancelled, InputError
 from persona_video.personas import load_persona
 from persona_video.script import parse_markup, plan_writer, script_from_text, stream_script, to_markup, write_script
-from persona_video.script.local import inspect_gguf, load_local_model, render_chat
+from persona_video.script.local import WRITER_NICE, _yielding, inspect_gguf, load_local_model, render_chat
 from persona_video.script.local_writer import (
     MAX_SENTENCE_WORDS,
     OPENING_WORDS,
@@ -128,6 +129,43 @@ def test_the_weights_are_read_into_memory_not_left_mapped(tiny_gguf):
     list(model.complete("Hello", grammar="", temperature=0.0, max_tokens=2, seed=1, cache_key="maps"))
     mapped = Path("/proc/self/maps").read_text()
     assert str(Path(tiny_gguf).resolve()) not in mapped
+
+
+def _thread_cpu_and_nice() -> dict[int, tuple[int, int]]:
+    """This process's threads: id -> (CPU ticks used, nice value), from /proc."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        out[int(task.name)] = (int(fields[11]) + int(fields[12]), int(fields[16]))
+    return out
+
+
+def test_the_model_computes_at_a_lower_priority_than_the_video(tiny_gguf):
+    # beside a streamed job the speech, renderer and encoder come first: the threads llama.cpp
+    # computes in are niced, the process's own threads are not
+    model = load_local_model(tiny_gguf)
+    before = _thread_cpu_and_nice()
+    list(model.complete("Hello there", grammar="", temperature=0.0, max_tokens=200, seed=1, cache_key="nice"))
+    after = _thread_cpu_and_nice()
+    used = {tid: after[tid][0] - before.get(tid, (0, 0))[0] for tid in after}
+    busiest = max(used, key=used.get)
+    assert used[busiest] > 0 and after[busiest][1] == WRITER_NICE
+    assert os.getpriority(os.PRIO_PROCESS, 0) == 0 and after[threading.get_native_id()][1] == 0
+
+
+def test_the_writer_priority_is_set_in_a_thread_of_its_own(monkeypatch):
+    assert _yielding(lambda: os.getpriority(os.PRIO_PROCESS, 0)) == WRITER_NICE
+    monkeypatch.setenv("PERSONA_VIDEO_LLM_NICE", "3")
+    assert _yielding(lambda: os.getpriority(os.PRIO_PROCESS, 0)) == 3
+    monkeypatch.setenv("PERSONA_VIDEO_LLM_NICE", "0")
+    assert _yielding(lambda: os.getpriority(os.PRIO_PROCESS, 0)) == 0
+    assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the caller's own priority is untouched
+    monkeypatch.setenv("PERSONA_VIDEO_LLM_NICE", "high")
+    with pytest.raises(BackendUnavailable, match="PERSONA_VIDEO_LLM_NICE"):
+        _yielding(lambda: None)
+    monkeypatch.delenv("PERSONA_VIDEO_LLM_NICE")
+    with pytest.raises(RuntimeError, match="bad file"):  # what the load raises reaches the caller
+        _yielding(lambda: (_ for _ in ()).throw(RuntimeError("bad file")))
 
 
 def test_cancel_stops_the_model_and_it_serves_the_next_request(tiny_gguf):
