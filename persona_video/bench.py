@@ -22,7 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from .script.bench import LOCAL_BENCH_PROMPT, LOCAL_TARGETS, bench_local_writer, bench_model_path
+from .script.bench import (
+    LOCAL_BENCH_PROMPT,
+    LOCAL_TARGETS,
+    bench_local_load,
+    bench_local_writer,
+    bench_model_path,
+)
 
 BENCH_SCRIPT = (
     "So, [pause 0.45] the new *M4 Mac Mini* is small, quiet and *seriously* fast. [pause 0.45] "
@@ -278,13 +284,13 @@ def _local_model_report() -> dict:
 def _local_model_figures() -> dict:
     from .server import warm_up
 
-    # the app's start: voices, portraits, a first sentence per persona, and the script model
-    # loaded with each persona's system prompt in its cache
-    os.environ["PERSONA_VIDEO_LLM_GGUF"] = str(bench_model_path())
-    warm_up()
+    # the app's start: voices, portraits, a first sentence per persona, then the script model
+    # loaded with each persona's system prompt in its cache (timed)
+    warm_up(script_model=False)
+    load = bench_local_load()
     with tempfile.TemporaryDirectory(prefix="persona-bench-local-") as scratch:
         stream = {**_bench_local_stream(Path(scratch)), "targets": LOCAL_STREAM_TARGETS}
-    return {"local_stream": stream, "local_writer": {**bench_local_writer(), "targets": LOCAL_TARGETS}}
+    return {"local_stream": stream, "local_writer": {**load, **bench_local_writer(), "targets": LOCAL_TARGETS}}
 
 
 def format_table(report: dict) -> str:
@@ -348,7 +354,7 @@ def format_table(report: dict) -> str:
         lines += [
             "",
             f"Local script model: {local['model']} (random weights, the default model's shapes), "
-            f"loaded in {local['load_s']} s; system prompt {local['system_prompt_tokens']} tokens, "
+            f"loaded in {local['load_s']} s; system prompt {local['system_prompt_tokens']} tokens a persona, "
             f"prefill {local['prefill_tokens_per_s']} tokens/s, decode {local['decode_tokens_per_s']} tokens/s, "
             f"{local['cached_prompt_tokens']} prompt tokens from the cache",
             "",
