@@ -7,11 +7,14 @@ segments JSON costs about a dozen tokens per segment, and the text can go to
 the script box as it is written. The grammar admits whole sentences of plain
 words (letters, digits, apostrophes and hyphens), commas, ``*stressed words*``
 and ``[pause]`` after a sentence end; no lists, markdown, emoji or symbols can
-come out, and a sentence always ends within 25 words. The first sentence ends
-within 12: it is what the viewer waits for before the video starts (on two
-cores the default model writes a 25-word sentence in about 2.7 s, a 12-word one
-in about 1.3 s), so the instruction asks every writer for a short opening line
-and the grammar holds the local model to it.
+come out, and a sentence always ends within 25 words. The first sentence has
+8 to 12: it is what the viewer waits for before the video starts (on two cores
+the default model writes a 25-word sentence in about 2.7 s, a 12-word one in
+about 1.3 s), and with fewer than 8 words (under about 2.7 s of speech) its
+video could not start before the next sentence is written and spoken, as the
+motion of a frame is final only 1.2 s of speech later. The instruction asks
+every writer for such an opening line and the grammar holds the local model
+to it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from .local import load_local_model, render_chat
 
 #: Words per sentence the grammar allows (a sentence of more must end first).
 MAX_SENTENCE_WORDS = 25
-#: Words the first sentence may have (a stressed name counts as one): the video starts with it.
+#: Words the first sentence has, at least and at most (a stressed name counts as one word
+#: towards the most): the video starts with it, and can start before the next sentence is
+#: spoken only when it is long enough (see the module's docstring).
+OPENING_MIN_WORDS = 8
 OPENING_WORDS = 12
 #: Average words per sentence, for the grammar's bound on the number of sentences.
 WORDS_PER_SENTENCE = 6
@@ -47,7 +53,7 @@ def markup_grammar(max_sentences: int) -> str:
     return "\n".join(
         [
             f'root ::= opening (" " sentence){{0,{more}}}',
-            f'opening ::= piece (" " piece){{1,{OPENING_WORDS - 1}}} end (" [pause]")?',
+            f'opening ::= piece (" " piece){{{OPENING_MIN_WORDS - 1},{OPENING_WORDS - 1}}} end (" [pause]")?',
             f'sentence ::= piece (" " piece){{1,{MAX_SENTENCE_WORDS - 1}}} end (" [pause]")?',
             'piece ::= word ","? | "*" word (" " word){0,2} "*" ","?',
             "word ::= [A-Za-z0-9] [A-Za-z0-9'-]{0,17}",
@@ -75,8 +81,8 @@ def markup_instruction(persona: Persona) -> str:
             f'You write the spoken script of a short talking-head explainer video presented as "{persona.name}".',
             "Write plain spoken English, exactly as said aloud, in short sentences that explain the topic "
             "with real facts.",
-            f"Open with one short sentence of at most {OPENING_WORDS} words that names the topic: the video "
-            "starts playing as soon as it is written.",
+            f"Open with one short sentence of {OPENING_MIN_WORDS} to {OPENING_WORDS} words that names the "
+            "topic: the video starts playing as soon as it is written.",
             "Mark the delivery with two marks only:",
             f"- {stress}",
             "- Write [pause] after a sentence for a deliberate beat, before a key point.",

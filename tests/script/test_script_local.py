@@ -18,6 +18,7 @@ from persona_video.script import parse_markup, plan_writer, script_from_text, st
 from persona_video.script.local import WRITER_NICE, _yielding, inspect_gguf, load_local_model, render_chat
 from persona_video.script.local_writer import (
     MAX_SENTENCE_WORDS,
+    OPENING_MIN_WORDS,
     OPENING_WORDS,
     markup_instruction,
     write_tokens,
@@ -106,8 +107,8 @@ def test_the_first_sentence_is_short_so_the_video_starts_soon(tiny_gguf):
         assert len(words) >= 2, text
         firsts.append(words[0])
         later += words[1:]
-    assert max(firsts) <= OPENING_WORDS < max(later) <= MAX_SENTENCE_WORDS
-    assert f"at most {OPENING_WORDS} words" in markup_instruction(persona)
+    assert OPENING_MIN_WORDS <= min(firsts) and max(firsts) <= OPENING_WORDS < max(later) <= MAX_SENTENCE_WORDS
+    assert f"of {OPENING_MIN_WORDS} to {OPENING_WORDS} words" in markup_instruction(persona)
 
 
 def test_the_persona_system_prompt_is_evaluated_once_and_cached(tiny_gguf):
