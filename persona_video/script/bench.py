@@ -38,14 +38,22 @@ def bench_model_path() -> Path:
     # prompt writes a new one
     text = " ".join(markup_instruction(p) for p in list_personas())
     words = tuple(dict.fromkeys([*re.findall(r"[A-Za-z]+", text), *TINY_WORDS]))
-    digest = hashlib.sha256(" ".join(words).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(" ".join(["word-filler", *words]).encode()).hexdigest()[:10]
     folder = Path(tempfile.gettempdir()) / "persona-video-bench"
     path = folder / f"qwen2.5-1.5b-shapes-random-q4k-{digest}.gguf"
     if not path.is_file():
         for stale in folder.glob("qwen2.5-1.5b-shapes-random-*.gguf"):
             stale.unlink()  # a gigabyte each, written for an earlier prompt
         partial = path.with_suffix(".partial")
-        write_model(partial, QWEN25_15B, seed=0, words=words, merge_words=True, name="random, Qwen2.5-1.5B shapes")
+        write_model(
+            partial,
+            QWEN25_15B,
+            seed=0,
+            words=words,
+            merge_words=True,
+            word_filler=True,  # random text costs about a token a word, as real text does
+            name="random, Qwen2.5-1.5B shapes",
+        )
         partial.replace(path)
     return path
 

@@ -16,6 +16,7 @@ engine cannot match its tokens, so every model here is byte-level BPE.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +95,19 @@ def _encode(text: str, table: dict[int, str]) -> str:
     return "".join(table[b] for b in text.encode("utf-8"))
 
 
+def _pseudo_words() -> Iterator[str]:
+    """Pronounceable made-up words ("ba", "bade", "badebi", ...): two syllables, then three."""
+    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+    yield from (a + b for a in syllables for b in syllables)
+    yield from (a + b + c for a in syllables for b in syllables for c in syllables)
+
+
 def byte_level_vocab(
-    words: tuple[str, ...] = TINY_WORDS, size: int | None = None, *, merge_words: bool = False
+    words: tuple[str, ...] = TINY_WORDS,
+    size: int | None = None,
+    *,
+    merge_words: bool = False,
+    word_filler: bool = False,
 ) -> tuple[list[str], list[str]]:
     """(tokens, merges): every byte, a few merged pairs, the words with and without a
     leading space, then the special tokens; padded with unused tokens up to ``size``.
@@ -103,6 +115,11 @@ def byte_level_vocab(
     merge_words: also add the merge chain that builds each word from its bytes, so the
     tokenizer reads those words as one token each (text costs as many tokens as with a
     real vocabulary); without it, prompts are tokenized byte by byte.
+    word_filler: pad with made-up words that have a leading space instead of unused tokens.
+    A real vocabulary is mostly whole words of that kind, so a random model picks a new word
+    far more often than a piece that glues onto the last one: its text costs about a token a
+    word, as real text does. Without them, random words glue the merge chains' pieces
+    ("nexclevenex") and a word costs two to five tokens, by the luck of the vocabulary.
     """
     table = _bytes_to_unicode()
     tokens = [table[b] for b in range(256)]
@@ -130,7 +147,12 @@ def byte_level_vocab(
                     add(token[:end])
             add(token)
     if size is not None:
-        tokens += [f"<|unused_{i}|>" for i in range(size - len(tokens) - len(SPECIAL_TOKENS))]
+        missing = size - len(tokens) - len(SPECIAL_TOKENS)
+        if word_filler:
+            fillers = (token for w in _pseudo_words() if (token := _encode(" " + w, table)) not in seen)
+            tokens += [next(fillers) for _ in range(missing)]
+        else:
+            tokens += [f"<|unused_{i}|>" for i in range(missing)]
     tokens += list(SPECIAL_TOKENS)
     return tokens, merges
 
@@ -160,16 +182,18 @@ def write_model(
     chat_template: str = CHATML_TEMPLATE,
     name: str = "persona-video random test model",
     merge_words: bool = False,
+    word_filler: bool = False,
 ) -> Path:
     """Write a random-weight Qwen2 GGUF at ``path`` and return it.
 
     The vocabulary is byte-level BPE (``byte_level_vocab``), padded to
-    ``shape.vocab`` when that is set. Weights are drawn from ``seed``.
+    ``shape.vocab`` when that is set (with made-up words when ``word_filler``).
+    Weights are drawn from ``seed``.
     """
     import gguf
 
     rng = np.random.default_rng(seed)
-    tokens, merges = byte_level_vocab(words, shape.vocab, merge_words=merge_words)
+    tokens, merges = byte_level_vocab(words, shape.vocab, merge_words=merge_words, word_filler=word_filler)
     vocab = len(tokens)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

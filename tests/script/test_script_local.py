@@ -5,6 +5,7 @@ stops it, and bad files are clear errors that fall through to the next writer.""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -20,10 +21,12 @@ from persona_video.script.local_writer import (
     MAX_SENTENCE_WORDS,
     OPENING_MIN_WORDS,
     OPENING_WORDS,
+    markup_grammar,
     markup_instruction,
     write_tokens,
     write_with_local,
 )
+from persona_video.script.random_gguf import TINY, write_model
 
 HEAT_PUMP = "How does a heat pump keep a house warm in winter?"
 
@@ -109,6 +112,29 @@ def test_the_first_sentence_is_short_so_the_video_starts_soon(tiny_gguf):
         later += words[1:]
     assert OPENING_MIN_WORDS <= min(firsts) and max(firsts) <= OPENING_WORDS < max(later) <= MAX_SENTENCE_WORDS
     assert f"of {OPENING_MIN_WORDS} to {OPENING_WORDS} words" in markup_instruction(persona)
+
+
+def test_a_random_model_padded_with_made_up_words_writes_about_a_token_a_word(tmp_path):
+    # the benchmark's model: a real vocabulary is mostly whole words with a leading space, and
+    # random text over one costs about a token a word; padded with unused tokens, random words
+    # glue pieces together and cost several
+    shape = dataclasses.replace(TINY, vocab=8192)
+    cost = {}
+    for filler in (False, True):
+        path = write_model(tmp_path / f"filler-{filler}.gguf", shape, seed=0, merge_words=True, word_filler=filler)
+        model = load_local_model(path)
+        text = "".join(
+            model.complete(
+                render_chat(model.file, "Write a script.", "Tell me about it."),
+                grammar=markup_grammar(6),
+                temperature=0.8,
+                max_tokens=120,
+                seed=1,
+                cache_key="filler",
+            )
+        )
+        cost[filler] = model.timings.predicted_tokens / len(text.split())
+    assert cost[True] <= 1.5 < cost[False], cost
 
 
 def test_the_persona_system_prompt_is_evaluated_once_and_cached(tiny_gguf):
