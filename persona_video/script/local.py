@@ -28,14 +28,15 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import BackendUnavailable, Cancelled, ServiceError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Environment variable naming a GGUF file to write scripts with.
 GGUF_ENV = "PERSONA_VIDEO_LLM_GGUF"
@@ -288,7 +289,7 @@ def load_local_model(path: Path, *, threads: int | None = None) -> LocalModel:
         return model
 
 
-def _yielding(make: Any) -> Any:
+def _yielding(make: Callable[[], T]) -> T:
     """``make()`` run in a thread of its own at the writer's nice value (``WRITER_NICE``): the
     threads llama.cpp starts there (its server loop, which runs the compute, and the compute
     threads) inherit it. A thread of its own, because a thread's nice value can be raised but,

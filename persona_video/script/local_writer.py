@@ -88,7 +88,8 @@ def markup_instruction(persona: Persona) -> str:
             "- Write [pause] after a sentence for a deliberate beat, before a key point.",
             "No lists, headings, emojis, stage directions or symbols: spell numbers and symbols out as spoken. "
             "Do not talk to the user or about the script; start with the topic itself.",
-            "Example: So, [pause] this new *M4 Mac Mini* is *seriously* fast. It does more with less power. [pause]",
+            "Example: So, [pause] this new *M4 Mac Mini* is *seriously* fast for its size. "
+            "It does more with less power. [pause]",
         ]
     )
 

@@ -96,7 +96,7 @@ def _encode(text: str, table: dict[int, str]) -> str:
 
 
 def _pseudo_words() -> Iterator[str]:
-    """Pronounceable made-up words ("ba", "bade", "badebi", ...): two syllables, then three."""
+    """Pronounceable made-up words ("baba", "babe", ..., "bababa", ...): two syllables, then three."""
     syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
     yield from (a + b for a in syllables for b in syllables)
     yield from (a + b + c for a in syllables for b in syllables for c in syllables)
