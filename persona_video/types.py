@@ -7,6 +7,7 @@ Each stage takes the previous stage's result and returns its own:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -18,6 +19,13 @@ INTENT_TYPES: tuple[str, ...] = ("pause", "neutral", "emphasis")
 
 #: Video frame rate of every stage after speech, frames per second.
 FPS = 25
+
+
+def whole_frames(duration_s: float, fps: int = FPS) -> int:
+    """The whole frames in duration_s seconds. A product a hair under a whole number in floats
+    counts as that number: 18.56 s at 25 fps is 464 frames, though 18.56 * 25 is 463.99999...
+    (truncated, the video came out a frame shorter than its audio)."""
+    return math.floor(duration_s * fps + 1e-6)
 
 
 @dataclass(frozen=True)
@@ -219,7 +227,7 @@ class IntentTimingMap:
     frame_intents: float32 array (num_frames,) in [0, 1]: pause 0.0, neutral
         0.5, emphasis 0.5 + 0.5 * intensity, with short ramps at changes.
     total_duration: seconds of audio.
-    num_frames: int(total_duration * fps).
+    num_frames: the whole frames in total_duration (``whole_frames``).
     spans: one span per script segment, in order.
     """
 

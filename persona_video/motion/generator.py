@@ -68,7 +68,7 @@ from ..expression import (
     YAW,
 )
 from ..personas import MotionStyle
-from ..types import FPS, MotionTrack, Speech
+from ..types import FPS, MotionTrack, Speech, whole_frames
 from .visemes import (
     FUNNEL,
     JAW,
@@ -130,14 +130,14 @@ MOTION_LOOKAHEAD_S = 1.2
 def final_frames(duration_s: float, fps: int, finished: bool) -> int:
     """How many leading frames of motion made on speech of duration_s seconds are final.
 
-    finished: the speech is complete; then every frame, int(duration_s * fps), as the
+    finished: the speech is complete; then every frame, ``types.whole_frames``, as the
     timing map counts them. Else the frames that end at or before duration_s -
     MOTION_LOOKAHEAD_S: later speech cannot change them (generate_motion, the timing map's
     frame_intents and govern for the compact layouts give the same values then).
     Holds when the prefix ends where a sentence's audio ends (its trailing pause included):
     the spans and phonemes of later sentences start at or after duration_s.
     """
-    total = int(duration_s * fps)
+    total = whole_frames(duration_s, fps)
     if finished:
         return total
     # 1e-9 frames: (duration_s - lookahead) * fps lands just under a whole number in floats

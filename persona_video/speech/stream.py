@@ -32,6 +32,7 @@ Across sentences:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,14 @@ from .timing import build_timing_map
 from .voices import PhraseAudio, get_voice
 
 LEAD_IN_S = 0.2  # silence before the first word: the face settles, the mouth is closed
-TAIL_S = 0.35  # silence after the last word
+TAIL_S = 0.35  # silence after the last word, at least (see closing_silence)
+#: Samples in one frame of AAC, the encoder the streams carry: its first frame is the encoder's
+#: priming, and its last is padded out to the whole frame.
+AAC_FRAME_SAMPLES = 1024
+#: How far the encoded audio may run past the last video frame. An MPEG-TS stream carries the
+#: priming frame and the last frame's padding too (an MP4's edit list hides them), 43-85 ms
+#: in all at 24 kHz, and a player-side check of the joined segments allows 80 ms.
+MAX_AUDIO_OVERHANG_S = 0.06
 EMPHASIS_SLOWDOWN = 0.15  # fraction slower at intensity 1
 EMPHASIS_GAIN_DB = 3.0  # louder at intensity 1
 PEAK = 0.89  # -1 dBFS: the loudest sample of the first sentence, and the most any sentence reaches
@@ -52,6 +60,22 @@ JOIN_S = 0.01  # silence before every sentence but the first: a join falls in si
 EDGE_FADE_S = 0.005  # fade at a chunk's end when the voice's own last sample is not quiet
 EDGE_QUIET = 1e-3  # a sample this small (-60 dBFS) is silence enough to join on
 _PUNCTUATION = set(".,!?;:—–-…\"'()")
+
+
+def closing_silence(samples: int, rate: int, fps: int = FPS) -> int:
+    """Samples of silence to close a track of ``samples``: at least TAIL_S, so that the track
+    ends on a whole video frame (every sample of it is seen), and a few frames more (at most a
+    second) where its AAC would otherwise run more than MAX_AUDIO_OVERHANG_S past the video."""
+    per_frame = rate / fps
+    frames = math.ceil((samples + TAIL_S * rate) / per_frame - 1e-6)
+    best = None
+    for extra in range(fps):
+        total = round((frames + extra) * per_frame)
+        overhang = AAC_FRAME_SAMPLES + (-total) % AAC_FRAME_SAMPLES
+        if overhang <= MAX_AUDIO_OVERHANG_S * rate:
+            return total - samples
+        best = best if best is not None and best[0] <= overhang else (overhang, total)
+    return best[1] - samples  # a rate at which the priming alone is more: the least overhang
 
 
 class SpeechStream:
@@ -167,11 +191,12 @@ class SpeechStream:
         return phrase, _emphasise(phrase.audio, phrase.group_spans, segments, self.sample_rate)
 
     def finish(self) -> SpeechChunk:
-        """Append the closing TAIL_S of silence and close the stream; its chunk."""
+        """Append the closing silence (``closing_silence``) and close the stream; its chunk."""
         self._check_open()
         if self.gain is None:
             raise InputError("the script has no words to speak: write at least one sentence")
-        chunk = self._append(SpeechChunk(np.zeros(int(TAIL_S * self.sample_rate), np.float32), self.samples, (), ()))
+        tail = closing_silence(self.samples, self.sample_rate, self.fps)
+        chunk = self._append(SpeechChunk(np.zeros(tail, np.float32), self.samples, (), ()))
         self._finished = True
         return chunk
 

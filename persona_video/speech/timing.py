@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import FPS, IntentTimingMap, SegmentSpan
+from ..types import FPS, IntentTimingMap, SegmentSpan, whole_frames
 
 RAMP_FRAMES = 3
 #: How far a gap frame looks for a span to take its value from, seconds. The word gaps
@@ -64,8 +64,8 @@ def frame_intents(spans: list[SegmentSpan], num_frames: int, fps: int = FPS) -> 
 
 
 def build_timing_map(spans: list[SegmentSpan], total_duration_s: float, fps: int = FPS) -> IntentTimingMap:
-    """The map for audio of total_duration_s seconds: num_frames = int(total_duration_s * fps)."""
-    num_frames = int(total_duration_s * fps)
+    """The map for audio of total_duration_s seconds: its whole frames (``types.whole_frames``)."""
+    num_frames = whole_frames(total_duration_s, fps)
     return IntentTimingMap(
         fps=fps,
         frame_intents=frame_intents(spans, num_frames, fps),

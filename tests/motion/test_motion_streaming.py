@@ -81,6 +81,17 @@ def test_final_frames_counts_frames_that_end_a_lookahead_before_the_end():
     assert final_frames(10.03, 25, finished=True) == 250  # a part-frame at the end is no frame
 
 
+def test_audio_of_whole_frames_gets_every_frame_though_floats_fall_short():
+    # 18.56 s of audio is 464 frames; 18.56 * 25 is 463.99999... in floats, and truncated the
+    # video was a frame shorter than its audio (so the stream's segments, whose audio also holds
+    # the encoder's priming, failed the player-side duration check by 3 ms)
+    duration_s = 445440 / 24000
+    assert int(duration_s * FPS) == 463
+    assert build_timing_map([], duration_s).num_frames == 464
+    assert final_frames(duration_s, FPS, finished=True) == 464
+    assert build_timing_map([], 18.5599).num_frames == 463  # a part-frame is still no frame
+
+
 def test_timing_map_is_local_however_long_the_silence_after_a_sentence():
     # a slow voice can leave more silence after a sentence than the lookahead: the frames in
     # it must not wait for the next sentence's first word to know their intent

@@ -83,6 +83,16 @@ def test_finished_mp4_has_exactly_the_streamed_frames(streamed, tmp_path: Path) 
     finished, played = frames(job.path("video.mp4")), frames(joined)
     assert len(finished) == len(played) == timing["num_frames"]
     assert finished == played
+    # what a player decodes of the joined segments' sound (the AAC priming frame and the last
+    # frame's padding included) ends within 80 ms of their pictures, and all of the speech is seen
+    audio, rate = read_wav(job.path("audio.wav"))
+    assert timing["num_frames"] * rate == len(audio) * 25
+    decoded = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(joined), "-vn", "-ac", "1", "-f", "s16le", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert 0.0 <= len(decoded) / 2 / rate - timing["num_frames"] / 25 <= 0.08
     manifest = job.manifest
     assert manifest["stages"]["video"]["streamed_frames_match"] is True
     assert manifest["stages"]["video"]["streamed_segments"] == len(segments)

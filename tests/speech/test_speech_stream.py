@@ -9,6 +9,7 @@ from persona_video.errors import InputError
 from persona_video.personas import load_persona
 from persona_video.script.markup import parse_markup
 from persona_video.speech import JOIN_S, LEAD_IN_S, PEAK, TAIL_S, SpeechStream, synthesize_with_intent
+from persona_video.speech.stream import AAC_FRAME_SAMPLES, MAX_AUDIO_OVERHANG_S, closing_silence
 from persona_video.types import split_sentences
 
 # a drawn pause, two sentences with no pause between them, a marked pause, a question
@@ -72,8 +73,24 @@ def test_chunks_abut_and_begin_and_end_on_silence(streamed):
     assert [p.timing.total_duration for p in prefixes] == [c.end_sample / rate for c in chunks]
     assert not chunks[0].audio[: int(LEAD_IN_S * rate)].any()
     assert all(not c.audio[: int(JOIN_S * rate)].any() for c in chunks[1:-1])
-    assert len(chunks[-1].audio) == int(TAIL_S * rate) and not chunks[-1].audio.any()
+    # the closing silence: at least TAIL_S, the track ending on a whole frame, with its AAC
+    # (priming and last frame's padding) running at most MAX_AUDIO_OVERHANG_S past the video
+    assert int(TAIL_S * rate) <= len(chunks[-1].audio) < int(TAIL_S * rate) + rate and not chunks[-1].audio.any()
+    frames = batch.timing.num_frames
+    assert frames * rate == len(batch.audio) * FPS
+    overhang = AAC_FRAME_SAMPLES + (-len(batch.audio)) % AAC_FRAME_SAMPLES
+    assert overhang <= MAX_AUDIO_OVERHANG_S * rate
     assert chunks[-1].spans == () and chunks[-1].phonemes == ()
+
+
+@pytest.mark.parametrize("rate", [24000, 22050, 44100])
+def test_the_closing_silence_ends_the_track_on_a_frame_the_audio_codec_fits(rate):
+    for samples in range(rate, 4 * rate, 997):  # every remainder, near enough
+        tail = closing_silence(samples, rate)
+        total = samples + tail
+        assert tail >= int(TAIL_S * rate) and tail < int(TAIL_S * rate) + rate
+        assert (total * FPS) % rate == 0  # a whole number of frames
+        assert AAC_FRAME_SAMPLES + (-total) % AAC_FRAME_SAMPLES <= MAX_AUDIO_OVERHANG_S * rate
 
 
 def test_no_click_at_any_join(streamed):
