@@ -68,14 +68,14 @@ def closing_silence(samples: int, rate: int, fps: int = FPS) -> int:
     second) where its AAC would otherwise run more than MAX_AUDIO_OVERHANG_S past the video."""
     per_frame = rate / fps
     frames = math.ceil((samples + TAIL_S * rate) / per_frame - 1e-6)
-    best = None
-    for extra in range(fps):
-        total = round((frames + extra) * per_frame)
-        overhang = AAC_FRAME_SAMPLES + (-total) % AAC_FRAME_SAMPLES
-        if overhang <= MAX_AUDIO_OVERHANG_S * rate:
-            return total - samples
-        best = best if best is not None and best[0] <= overhang else (overhang, total)
-    return best[1] - samples  # a rate at which the priming alone is more: the least overhang
+    totals = [round((frames + extra) * per_frame) for extra in range(fps)]
+
+    def overhang(total: int) -> int:
+        return AAC_FRAME_SAMPLES + (-total) % AAC_FRAME_SAMPLES
+
+    fitting = [total for total in totals if overhang(total) <= MAX_AUDIO_OVERHANG_S * rate]
+    # none fits at a rate where the priming alone is more: then the least overhang
+    return (fitting[0] if fitting else min(totals, key=overhang)) - samples
 
 
 class SpeechStream:
