@@ -74,14 +74,14 @@ def heavy_weights_status() -> tuple[str, object]:
     from ..weights.first_start import status
 
     state = status()
-    held = "".join(f" ⚠️ {line}." for line in state["held_back"])
+    held = "".join(f" **Held back:** {line}." for line in state["held_back"])
     if state["state"] == "downloading":
-        text = f"⏳ First start: {state['message']} — until then the embedded voice and animator are used.{held}"
+        text = f"**First start:** {state['message']} — until then the embedded voice and animator are used.{held}"
         return text, gr.Timer(active=True)
     if state["state"] in ("failed", "offline"):
-        return f"⚠️ First start: the model files could not be downloaded ({state['message']}).{held}", gr.Timer(
+        return f"**First start:** the model files could not be downloaded ({state['message']}).{held}", gr.Timer(
             active=False
         )
     if state["state"] == "done":
-        return f"✅ First start: {state['message']}; `auto` uses them now.{held}", gr.Timer(active=False)
+        return f"**First start:** {state['message']}; `auto` uses them now.{held}", gr.Timer(active=False)
     return held.strip(), gr.Timer(active=False)

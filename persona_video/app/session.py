@@ -72,17 +72,18 @@ def script_writer_status() -> tuple[str, Any]:
     fetching = script_model_fetch()
     snapshot = fetching.snapshot() if fetching is not None else None
     if snapshot is not None and snapshot["state"] == "downloading":
-        text = f"⏳ {snapshot['message']} — until it is done, scripts are templates."
+        text = f"**Script model:** {snapshot['message']} — until it is done, scripts are templates."
         return text, gr.Timer(active=True)
     try:
         plan = plan_writer("auto")
     except PersonaVideoError as e:
-        return f"⚠️ Script writer: {e}", gr.Timer(active=False)
+        return f"**Script writer:** {e}", gr.Timer(active=False)
     if plan.name == "offline":
         failed = ""
         if snapshot is not None and snapshot["state"] in ("failed", "offline"):
             failed = f"The script model could not be downloaded ({snapshot['message']}). "
-        text = f"📝 {failed}Scripts here are templates that know nothing about the topic. {GET_A_MODEL}"
+        text = f"**Script writer: template.** {failed}Scripts here know nothing about the topic. {GET_A_MODEL}"
     else:
-        text = f"🧠 Scripts are written by **{plan.name}**" + (f" ({plan.model})" if plan.model else "") + "."
+        model = f" ({plan.model})" if plan.model else ""
+        text = f"**Script writer:** **{plan.name}**{model}."
     return text, gr.Timer(active=False)

@@ -82,9 +82,9 @@ def test_the_server_answers_while_the_weights_download(fresh: Path, monkeypatch:
             assert body["ok"] and body["weights"]["state"] == "downloading"
             assert body["weights"]["message"].startswith("downloading the XTTS v2 voice model, ")
             text, timer = heavy_weights_status()
-            assert text.startswith("⏳ First start: downloading the XTTS v2 voice model") and timer.active
+            assert text.startswith("**First start:** downloading the XTTS v2 voice model") and timer.active
             assert fetching.wait(30)  # the stall ends the download
             failed = httpx.get(f"{url}/api/health", timeout=10).json()["weights"]
             assert failed["state"] == "failed" and "stalled" in failed["message"]
-            assert heavy_weights_status()[0].startswith("⚠️ First start: the model files could not be downloaded")
+            assert heavy_weights_status()[0].startswith("**First start:** the model files could not be downloaded")
     assert not local_path(GROUPS["xtts"][0]).exists()  # nothing half-downloaded in place
