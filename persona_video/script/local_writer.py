@@ -1,8 +1,8 @@
 """The script writer on the local model: the persona's instruction in the script
 markup, a grammar that holds the model to that markup, and the token stream.
 
-The model writes canonical markup directly (``So, [pause] this new *M4 Mac Mini*
-is fast.``): a stressed word costs two star tokens and a pause three, where the
+The model writes canonical markup directly (``So, this new *M4 Mac Mini* is fast.
+[pause]``): a stressed word costs two star tokens and a pause three, where the
 segments JSON costs about a dozen tokens per segment, and the text can go to
 the script box as it is written. The grammar admits whole sentences of plain
 words (letters, digits, apostrophes and hyphens), commas, ``*stressed words*``
@@ -88,8 +88,8 @@ def markup_instruction(persona: Persona) -> str:
             "- Write [pause] after a sentence for a deliberate beat, before a key point.",
             "No lists, headings, emojis, stage directions or symbols: spell numbers and symbols out as spoken. "
             "Do not talk to the user or about the script; start with the topic itself.",
-            "Example: So, [pause] this new *M4 Mac Mini* is *seriously* fast for its size. "
-            "It does more with less power. [pause]",
+            "Example: So, this new *M4 Mac Mini* is *seriously* fast for its size. [pause] "
+            "It does more with less power.",
         ]
     )
 

@@ -114,6 +114,16 @@ def test_the_first_sentence_is_short_so_the_video_starts_soon(tiny_gguf):
     assert f"of {OPENING_MIN_WORDS} to {OPENING_WORDS} words" in markup_instruction(persona)
 
 
+def test_the_instructions_example_is_markup_the_grammar_admits() -> None:
+    # what the model is shown is what the grammar lets it write: a pause only after a sentence
+    # end, an opening of OPENING_MIN_WORDS to OPENING_WORDS pieces (a starred name is one)
+    example = markup_instruction(load_persona("mkbhd")).split("Example: ", 1)[1]
+    sentence = r"[A-Za-z0-9*,' -]+[.!?]( \[pause\])?"
+    assert re.fullmatch(rf"{sentence}( {sentence})*", example), example
+    opening = re.match(r"[^.!?]+", example).group(0)
+    assert OPENING_MIN_WORDS <= len(re.findall(r"\*[^*]+\*|[^\s*]+", opening)) <= OPENING_WORDS
+
+
 def test_a_random_model_padded_with_made_up_words_writes_about_a_token_a_word(tmp_path):
     # the benchmark's model: a real vocabulary is mostly whole words with a leading space, and
     # random text over one costs about a token a word; padded with unused tokens, random words
