@@ -10,24 +10,26 @@ whole track's clock, so the frames drawn early are exactly those of the finished
 manifest's ``streamed_frames_match`` says so for every job). The finished MP4 is the segments'
 packets copied, so the streamed and the finished video show the same frames.
 
-Streams: the embedded voices, motion and renderer (what runs on a plain CPU). SadTalker, GFPGAN
-and XTTS jobs run stage after stage (``pipeline``).
+Streams: the embedded voices, motion and renderer (what runs on a plain CPU), and XTTS where it
+runs on a GPU of its own (``xtts_streams``). SadTalker and GFPGAN jobs, and XTTS on a CPU or on
+ZeroGPU, run stage after stage (``pipeline``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..encode.hls import STREAM_DIR, HlsEncoder, StreamSegment
-from ..errors import Cancelled, PersonaVideoError, StageError
+from ..errors import Cancelled, InputError, PersonaVideoError, StageError
 from ..governor import GovernorConfig, govern
 from ..jobs.folder import Job
 from ..personas import Persona
@@ -43,13 +45,34 @@ _END = object()  # no more sentences
 
 
 def can_stream(backends: dict[str, BackendChoice]) -> bool:
-    """True when every stage after the script runs embedded (``pipeline.choose_backends``), so it
-    can go sentence by sentence."""
+    """True when every stage after the script can go sentence by sentence (``pipeline.choose_backends``):
+    the embedded motion and renderer, and a voice that speaks a sentence sooner than it plays."""
     return (
-        backends["speech"].backend != "xtts"
+        (backends["speech"].backend != "xtts" or xtts_streams())
         and backends["motion"].backend == "embedded"
         and backends["enhance"].backend == "none"
     )
+
+
+#: "auto": XTTS streams on a GPU of this process's own; "1": also on a CPU; "0": never.
+XTTS_STREAM_ENV = "PERSONA_VIDEO_XTTS_STREAM"
+
+
+def xtts_streams(env: Mapping[str, str] | None = None) -> bool:
+    """Whether an XTTS job goes sentence by sentence (``XTTS_STREAM_ENV``). By default only on a
+    GPU of this process's own: on a CPU XTTS takes longer to speak a sentence than it plays, so the
+    live player would stop at every sentence. Never on ZeroGPU, where the GPU is lent for a call
+    and the whole script is spoken under one lease (``zerogpu.on_gpu``)."""
+    from ..weights.runtime import cuda_device_name
+    from ..zerogpu import on_zero_gpu
+
+    env = os.environ if env is None else env
+    value = env.get(XTTS_STREAM_ENV, "").strip().lower() or "auto"
+    if value not in ("auto", "1", "0"):
+        raise InputError(f"{XTTS_STREAM_ENV} = {value!r} is not auto, 1 or 0: set it to auto (stream XTTS on a GPU)")
+    if on_zero_gpu(env) or value == "0":
+        return False
+    return value == "1" or cuda_device_name() is not None
 
 
 class _Failed(Exception):
@@ -385,4 +408,4 @@ def _keep_frames(job: Job, portrait: Portrait, coeffs: np.ndarray, store: np.nda
     FRAMES.keep_video(key, coeffs, out.read_bytes(), file_stamp(out))
 
 
-__all__ = ["can_stream", "run_streamed"]
+__all__ = ["XTTS_STREAM_ENV", "can_stream", "run_streamed", "xtts_streams"]

@@ -210,3 +210,21 @@ def _wait_for_threads() -> None:
             return
         time.sleep(0.05)
     raise AssertionError("the job's threads are still running")
+
+
+def test_xtts_streams_on_a_gpu_of_its_own_or_when_asked_never_on_zerogpu() -> None:
+    from persona_video.errors import InputError
+    from persona_video.pipeline.streaming import XTTS_STREAM_ENV, can_stream, xtts_streams
+    from persona_video.types import BackendChoice
+    from persona_video.weights.runtime import cuda_device_name
+
+    assert xtts_streams({}) is (cuda_device_name() is not None)  # auto: a GPU here or not
+    assert xtts_streams({XTTS_STREAM_ENV: "1"}) and not xtts_streams({XTTS_STREAM_ENV: "0"})
+    # ZeroGPU lends the GPU for one call: the whole script is spoken under one lease
+    assert not xtts_streams({XTTS_STREAM_ENV: "1", "SPACES_ZERO_GPU": "true"})
+    with pytest.raises(InputError, match=f"{XTTS_STREAM_ENV} = 'yes' is not auto, 1 or 0"):
+        xtts_streams({XTTS_STREAM_ENV: "yes"})
+    embedded = {"motion": BackendChoice("embedded", ""), "enhance": BackendChoice("none", "")}
+    assert can_stream({**embedded, "speech": BackendChoice("hibari", "")})
+    assert can_stream({**embedded, "speech": BackendChoice("xtts", "")}) is xtts_streams()
+    assert not can_stream({**embedded, "speech": BackendChoice("hibari", ""), "enhance": BackendChoice("gfpgan", "")})
