@@ -172,7 +172,10 @@ def _thread_cpu_and_nice() -> dict[int, tuple[int, int]]:
     """This process's threads: id -> (CPU ticks used, nice value), from /proc."""
     out = {}
     for task in Path("/proc/self/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended since the folder was listed
+            continue
         out[int(task.name)] = (int(fields[11]) + int(fields[12]), int(fields[16]))
     return out
 
