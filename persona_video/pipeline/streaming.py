@@ -2,13 +2,14 @@
 being written (DESIGN.md, "Streaming").
 
 Three threads: the writer's (the script stage's events: its drafts carry each sentence as it is
-final), the speech thread's (each sentence spoken as it arrives, ``speech.SpeechStream``), and the
-caller's, which plans the motion on the speech so far, governs it, draws the frames that are final
-and feeds them with the speech into one ffmpeg cutting HLS segments (``hls.HlsEncoder``). A frame
-is final once the speech runs ``motion.MOTION_LOOKAHEAD_S`` past it: motion is computed on the
-whole track's clock, so the frames drawn early are exactly those of the finished track (the
-manifest's ``streamed_frames_match`` says so for every job). The finished MP4 is the segments'
-packets copied, so the streamed and the finished video show the same frames.
+final), the speech thread's (each sentence spoken as it arrives, ``speech.SpeechStream``), both in
+``sentence_threads``, and the caller's, which plans the motion on the speech so far, governs it,
+draws the frames that are final and feeds them with the speech into one ffmpeg cutting HLS
+segments (``hls.HlsEncoder``). A frame is final once the speech runs ``motion.MOTION_LOOKAHEAD_S``
+past it: motion is computed on the whole track's clock, so the frames drawn early are exactly
+those of the finished track (the manifest's ``streamed_frames_match`` says so for every job). The
+finished MP4 is the segments' packets copied, so the streamed and the finished video show the
+same frames.
 
 Streams: the embedded voices, motion and renderer (what runs on a plain CPU), and XTTS where it
 runs on a GPU of its own (``xtts_streams``). SadTalker and GFPGAN jobs, and XTTS on a CPU or on
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -34,14 +34,13 @@ from ..governor import GovernorConfig, govern
 from ..jobs.folder import Job
 from ..personas import Persona
 from ..types import FPS, Speech, split_sentences
+from .sentence_threads import SentenceThreads, speak_sentences, stop_if_cancelled, write_sentences
 
 if TYPE_CHECKING:
     from ..render.stage import Portrait
     from ..types import BackendChoice, Request, StageEvent
 
 logger = logging.getLogger(__name__)
-
-_END = object()  # no more sentences
 
 
 def can_stream(backends: dict[str, BackendChoice]) -> bool:
@@ -73,77 +72,6 @@ def xtts_streams(env: Mapping[str, str] | None = None) -> bool:
     if on_zero_gpu(env) or value == "0":
         return False
     return value == "1" or cuda_device_name() is not None
-
-
-class _Failed(Exception):
-    """A helper thread's failure, carried to the caller's thread with the stage it happened in."""
-
-    def __init__(self, stage: str, error: BaseException) -> None:
-        super().__init__(stage)
-        self.stage, self.error = stage, error
-
-
-class _Threads:
-    """The writer and speech threads and the queue they report on, in order of arrival."""
-
-    def __init__(self) -> None:
-        self.reports: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.sentences: queue.Queue[Any] = queue.Queue()
-        self.stop = threading.Event()  # the caller gave up (cancelled, failed or closed)
-        self.threads: list[threading.Thread] = []
-
-    def start(self, name: str, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        self.threads.append(thread)
-        thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sentences.put(_END)
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-
-def _write(threads: _Threads, script_events: Iterator[StageEvent]) -> None:
-    """The writer's thread: forwards the script stage's events and hands each final sentence to
-    the speech thread as soon as it is final (the finished script's own cut for the rest)."""
-    handed = 0
-    try:
-        for event in script_events:
-            if threads.stop.is_set():
-                return
-            threads.reports.put(("event", event))
-            if event.stage == "script_draft":
-                sentences = event.result.sentences
-            elif event.stage == "script":
-                sentences = split_sentences(event.result.intent)
-            else:
-                continue
-            for sentence in sentences[handed:]:
-                threads.sentences.put(sentence)
-            handed = max(handed, len(sentences))
-    except BaseException as e:  # the caller raises it, in the script stage
-        threads.reports.put(("failed", _Failed("script", e)))
-    finally:
-        threads.sentences.put(_END)
-
-
-def _speak(threads: _Threads, speech_stream: Any, cancel: threading.Event | None) -> None:
-    """The speech thread: each sentence spoken as it comes; the speech so far after each."""
-    try:
-        while True:
-            sentence = threads.sentences.get()
-            if threads.stop.is_set() or (cancel is not None and cancel.is_set()):
-                return
-            started = time.perf_counter()
-            if sentence is _END:
-                chunk = speech_stream.finish()
-                threads.reports.put(("speech", (chunk, speech_stream.speech(), True, time.perf_counter() - started)))
-                return
-            chunk = speech_stream.add(sentence)
-            threads.reports.put(("speech", (chunk, speech_stream.speech(), False, time.perf_counter() - started)))
-    except BaseException as e:
-        threads.reports.put(("failed", _Failed("speech", e)))
 
 
 class _Progress:
@@ -187,7 +115,7 @@ def run_streamed(
         seed=request.seed,
         reference_wav=request.reference_wav,
     )
-    threads = _Threads()
+    threads = SentenceThreads()
     progress = _Progress()
     animator = portrait.animator
     metadata = {"title": f"Persona Video ({request.persona})", "comment": "AI-generated talking-head video"}
@@ -195,13 +123,13 @@ def run_streamed(
     encoder = HlsEncoder(job.path(STREAM_DIR), *size, sample_rate=speech_stream.sample_rate, metadata=metadata)
     encoding = False
     video_error: Exception | None = None  # the video failed: the speech goes on, to be kept
-    threads.start("script-writer", _write, threads, script_events)
-    threads.start("speech", _speak, threads, speech_stream, cancel)
+    threads.start("script-writer", write_sentences, threads, script_events)
+    threads.start("speech", speak_sentences, threads, speech_stream, cancel)
     stage = "script"
     finished = False
     try:
         while not finished:
-            kind, item = _next_report(threads, cancel)
+            kind, item = threads.next_report(cancel)
             if kind == "failed":
                 stage = item.stage
                 raise item.error
@@ -224,7 +152,7 @@ def run_streamed(
                     encoding = True
                 for segment in _draw(encoder, animator, progress, chunk, speech, finished):
                     yield _chunk_event(job, segment, started, progress)
-                    _stop_if_cancelled(cancel)
+                    stop_if_cancelled(cancel)
                 segments = encoder.close() if finished else encoder.new_segments()
             except Cancelled:
                 raise
@@ -260,21 +188,6 @@ def run_streamed(
         threads.close()
         if encoding:
             encoder.abort()  # nothing when it finished; stops ffmpeg when the job did not
-
-
-def _stop_if_cancelled(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("the job was cancelled while it was being made")
-
-
-def _next_report(threads: _Threads, cancel: threading.Event | None) -> tuple[str, Any]:
-    """The next thing the threads report; Cancelled once ``cancel`` is set."""
-    while True:
-        _stop_if_cancelled(cancel)
-        try:
-            return threads.reports.get(timeout=0.1)
-        except queue.Empty:
-            continue
 
 
 def _plan(request: Request, persona: Persona, config: GovernorConfig, progress: _Progress, speech: Speech) -> None:
