@@ -182,19 +182,20 @@ def generate(
     """
     governor = (enabled, pause_gain, neutral_gain, emphasis_gain, expression_clamp_sigma, pose_smoothing_s)
     request_session = ui_session.session_of(request)
-    yield {**_start("script"), "script": "", "job_id": None}
+    # counted before the form is checked: every Generate starts a run, even one that fails at once
+    cancel = ui_session.register_run(request_session)
     try:
-        pipeline_request = build_request(
-            persona_id, prompt, portrait, reference_wav, temperature, max_tokens, seed, voice,
-            script_backend, speech_backend, motion_backend, enhancer, framing, still,
-            governor_overrides(*governor),
-        )  # fmt: skip
-        cancel = ui_session.register_run(request_session)
-        events = _generation(pipeline_request, cancel)
-    except PersonaVideoError as e:
-        yield failed_update(str(e))
-        return
-    try:
+        yield {**_start("script"), "script": "", "job_id": None}
+        try:
+            pipeline_request = build_request(
+                persona_id, prompt, portrait, reference_wav, temperature, max_tokens, seed, voice,
+                script_backend, speech_backend, motion_backend, enhancer, framing, still,
+                governor_overrides(*governor),
+            )  # fmt: skip
+            events = _generation(pipeline_request, cancel)
+        except PersonaVideoError as e:
+            yield failed_update(str(e))
+            return
         yield from page_updates(events, {})
     finally:
         ui_session.forget_run(request_session, cancel)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import gradio as gr
@@ -15,11 +14,16 @@ from ..errors import PersonaVideoError
 
 logger = logging.getLogger(__name__)
 
-#: The page's running generations by browser session: a new Generate cancels the session's last one.
-_RUNS: dict[str, tuple[float, threading.Event]] = {}
+#: The page's running generations by browser session: (the number of the Generate that started
+#: it, its cancel). A new Generate cancels the session's run that an earlier Generate started.
+_RUNS: dict[str, tuple[int, threading.Event]] = {}
+#: Per session: Generates whose run has started, and Generates whose cancel request has arrived.
+#: A click sends both at once, but either may arrive first: on a busy server the cancel request
+#: was seen to come 3 s after the click's own run had started (the browser's connections were
+#: busy with the live player's segments), and a clock would have cancelled that run.
+_STARTED: dict[str, int] = {}
+_CLICKS: dict[str, int] = {}
 _RUNS_LOCK = threading.Lock()
-#: A run younger than this when Generate is clicked is that click's own run, not an earlier one.
-_OWN_RUN_S = 0.5
 
 
 def session_of(request: gr.Request | None) -> str:
@@ -27,26 +31,31 @@ def session_of(request: gr.Request | None) -> str:
 
 
 def register_run(session: str) -> threading.Event:
+    """A Generate's run starts: its cancel, which a later Generate of the session sets."""
     cancel = threading.Event()
     if session:
         with _RUNS_LOCK:
-            _RUNS[session] = (time.monotonic(), cancel)
+            _STARTED[session] = number = _STARTED.get(session, 0) + 1
+            _RUNS[session] = (number, cancel)
     return cancel
 
 
 def forget_run(session: str, cancel: threading.Event) -> None:
     with _RUNS_LOCK:
-        if session and _RUNS.get(session, (0.0, None))[1] is cancel:
+        if session and session in _RUNS and _RUNS[session][1] is cancel:
             del _RUNS[session]
 
 
 def cancel_previous(request: gr.Request | None = None) -> None:
-    """On Generate: stop this browser session's run that is still going (its finished
-    stages stay in its job folder; its manifest says "cancelled")."""
+    """On Generate: stop this browser session's run that is still going, if an earlier Generate
+    started it (its finished stages stay in its job folder; its manifest says "cancelled")."""
     session = session_of(request)
+    if not session:
+        return
     with _RUNS_LOCK:
-        started_s, cancel = _RUNS.get(session, (0.0, None))
-    if cancel is not None and time.monotonic() - started_s > _OWN_RUN_S:
+        _CLICKS[session] = click = _CLICKS.get(session, 0) + 1
+        number, cancel = _RUNS.get(session, (0, None))
+    if cancel is not None and number < click:
         logger.info("a new Generate cancels the running job of session %s", session[:8])
         cancel.set()
 
@@ -56,7 +65,9 @@ def cancel_on_close(request: gr.Request | None = None) -> None:
     finished stays in its job folder, and its manifest says "cancelled"."""
     session = session_of(request)
     with _RUNS_LOCK:
-        _started_s, cancel = _RUNS.get(session, (0.0, None))
+        _number, cancel = _RUNS.get(session, (0, None))
+        _STARTED.pop(session, None)
+        _CLICKS.pop(session, None)
     if cancel is not None:
         logger.info("the page of session %s closed: its running job is cancelled", session[:8])
         cancel.set()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import warnings
 import wave
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -17,6 +19,7 @@ from matplotlib.figure import Figure
 
 from persona_video.app import content as ui_content
 from persona_video.app import events as ui_events
+from persona_video.app import session as ui_session
 from persona_video.jobs.folder import Job
 from persona_video.personas import load_persona
 from persona_video.script import parse_markup
@@ -247,3 +250,31 @@ def test_page_wires_every_event_with_an_api_name() -> None:
     assert {"generate", "speak_script", "rerender", "persona_defaults", "reset", "pick_persona"} <= names
     reset = ui_events.reset()
     assert reset["job_id"] is None and reset["prompt"] == "" and value_of(reset["video"]) is None
+
+
+def test_a_new_generate_cancels_the_sessions_running_job(outputs: Path) -> None:
+    """Click, click again while the first job runs: the first stops with a word on the page, and
+    its manifest says cancelled."""
+    session = SimpleNamespace(session_hash="two-clicks")
+    ui_session.cancel_previous(session)  # the first click's own cancel: nothing runs yet
+    first = ui_events.generate(*form(), request=session)
+    started = [next(first), next(first)]  # the script is written: the job runs
+    ui_session.cancel_previous(session)  # the second click
+    updates, error = drain(first)
+    assert error is None and "**Cancelled:**" in updates[-1]["status"]
+    job_id = last(started + updates, "job_id")
+    assert Job.open(job_id).manifest["state"] == "cancelled"
+
+
+def test_a_generate_whose_cancel_comes_late_is_not_stopped_by_it(outputs: Path) -> None:
+    """A click sends its cancel of the session's earlier run beside its own run; on a busy server
+    the cancel can arrive after the run has started. It must not stop the run of its own click."""
+    session = SimpleNamespace(session_hash="late-cancel")
+    for _click in range(2):  # one after the other, each run to its end
+        events = ui_events.generate(*form(prompt="Explain heat pumps"), request=session)
+        started = [next(events), next(events)]
+        time.sleep(1.0)  # the job has run a while (the late cancel seen on a busy page came after 3 s)
+        ui_session.cancel_previous(session)  # this click's own cancel
+        updates, error = drain(events)
+        assert error is None and "**Cancelled:**" not in updates[-1]["status"]
+        assert Job.open(last(started + updates, "job_id")).manifest["state"] == "done"
