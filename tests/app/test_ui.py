@@ -267,13 +267,14 @@ def test_a_new_generate_cancels_the_sessions_running_job(outputs: Path) -> None:
 
 
 def test_a_generate_whose_cancel_comes_late_is_not_stopped_by_it(outputs: Path) -> None:
-    """A click sends its cancel of the session's earlier run beside its own run; on a busy server
-    the cancel can arrive after the run has started. It must not stop the run of its own click."""
+    """A click sends its cancel of the session's earlier run beside its own run, and the cancel
+    may arrive after the run has started (a loaded server, a slow connection). It must not stop
+    the run of its own click."""
     session = SimpleNamespace(session_hash="late-cancel")
     for _click in range(2):  # one after the other, each run to its end
         events = ui_events.generate(*form(prompt="Explain heat pumps"), request=session)
         started = [next(events), next(events)]
-        time.sleep(1.0)  # the job has run a while (the late cancel seen on a busy page came after 3 s)
+        time.sleep(1.0)  # the job has run a while: longer than the clock the page used to trust
         ui_session.cancel_previous(session)  # this click's own cancel
         updates, error = drain(events)
         assert error is None and "**Cancelled:**" not in updates[-1]["status"]
